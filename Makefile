@@ -1,0 +1,53 @@
+# fakeclue-builder — every target installs what it needs first (make install is idempotent).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch stack: CUDA builds that also run on CPU (see ../shared/docs/ENVIRONMENT.md); override for your cluster.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+EXTRAS ?= dev
+CONFIG ?= stages/demo.yaml
+RUN_DIR ?= runs/demo
+ARGS ?=
+
+.PHONY: install test bench build-dataset demo-sources collect status clean-run help
+
+help:
+	@echo "make build-dataset   install, then run every dataset stage on CONFIG (default stages/demo.yaml, offline) into RUN_DIR"
+	@echo "make test            install, then run the test suite"
+	@echo "make bench           install, then run the collect benchmark (figures and ratios, not a test)"
+	@echo "make collect|status  one stage / the run's status (CONFIG=..., RUN_DIR=..., ARGS='--set collect.seed=1')"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --upgrade pip
+	$(BIN)/pip install $(TORCH_SPEC)
+	$(BIN)/pip install -e '.[$(EXTRAS)]'
+	touch $@
+
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/bench_collect.py
+
+# The demo profile reads demo sources generated offline into the run dir; other profiles read real data.
+demo-sources: install
+	$(BIN)/fakeclue-builder demo make-sources $(RUN_DIR)/sources
+
+ifeq ($(CONFIG),stages/demo.yaml)
+build-dataset: demo-sources
+endif
+build-dataset: install
+	$(BIN)/fakeclue-builder collect --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
+	$(BIN)/fakeclue-builder status --run-dir $(RUN_DIR)
+
+collect: install
+	$(BIN)/fakeclue-builder collect --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
+
+status: install
+	$(BIN)/fakeclue-builder status --run-dir $(RUN_DIR)
+
+clean-run:
+	rm -rf $(RUN_DIR)

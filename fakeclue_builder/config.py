@@ -1,0 +1,236 @@
+"""Pydantic configuration for every stage, YAML loading and the CLI > YAML > defaults precedence.
+
+A build config is one YAML file whose top-level keys are stage names (`collect:`, later `synthesize:`, ...);
+a file holding only `collect:` is valid. `None` always means "not given".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(Exception):
+    """A configuration problem the user must fix; the message names the key and the fix (CLI exit 2)."""
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# ---------------------------------------------------------------------------------------------- sources
+
+
+class _SourceBase(_Model):
+    name: str | None = Field(None, description="Name of this source in the rows' `source` column (default: its kind).")
+    root: Path = Field(..., description="Root directory of the dataset on disk.")
+    quota: int | None = Field(None, ge=1, description="Keep at most this many images from this source (seeded sample).")
+    quota_per_group: int | None = Field(
+        None, ge=1, description="Keep at most this many images per quota group (generator/label, FF++ method, ...)."
+    )
+    fake_real_ratio: float | None = Field(
+        None, gt=0, description="Target fake:real ratio inside this source (the paper: 1.0 for open datasets)."
+    )
+    oversample: float = Field(
+        1.25, ge=1.0, description="Candidates sampled per quota slot, so that drops (corrupt, duplicates) can be refilled."
+    )
+
+
+class FolderSource(_SourceBase):
+    kind: Literal["folder"]
+    label: Literal["real", "fake"] = Field(..., description="Label of every image under root.")
+    cate: str | None = Field(None, description="Category of every image (deepfake|human|animal|object|scene|satellite|doc).")
+    generator: str | None = Field(None, description="Generator name for fake folders.")
+
+
+class GenImageSource(_SourceBase):
+    kind: Literal["genimage"]
+    generators: list[str] | None = Field(None, description="Generator folders to read (default: all found).")
+    splits: list[Literal["train", "val"]] | None = Field(None, description="Splits to read (default: train and val).")
+
+
+class ChameleonSource(_SourceBase):
+    kind: Literal["chameleon"]
+
+
+class FfppSource(_SourceBase):
+    kind: Literal["ffpp"]
+    methods: list[Literal["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"]] = Field(
+        ["Deepfakes", "Face2Face", "FaceSwap", "NeuralTextures"], description="Manipulation methods to read."
+    )
+    compression: Literal["raw", "c23", "c40"] = Field("c23", description="Compression level folder to read.")
+    frames_per_video: int = Field(8, ge=1, description="Evenly spaced frames sampled per video.")
+    face_margin: float = Field(0.3, ge=0.0, description="Margin added around the detected face, as a fraction of its size.")
+    min_face_size: int = Field(40, ge=8, description="Smallest face (pixels) the Haar cascade may report.")
+
+
+class FakeClueSource(_SourceBase):
+    kind: Literal["fakeclue"]
+    root: Path | None = Field(None, description="Unused for this kind (give `json` and `images`).")
+    json_path: Path = Field(..., alias="json", description="Released data_json/{train,test}.json.")
+    images: Path = Field(..., description="Image root: a directory or the released train.zip / test.zip.")
+
+
+SourceSpec = Annotated[
+    Union[FolderSource, GenImageSource, ChameleonSource, FfppSource, FakeClueSource], Field(discriminator="kind")
+]
+
+
+# ---------------------------------------------------------------------------------------------- stages
+
+
+class DedupConfig(_Model):
+    exact: bool = Field(True, description="Drop exact duplicates (same sha256) across all sources.")
+    near: bool = Field(True, description="Drop near-duplicates (pHash Hamming distance <= phash_threshold).")
+    phash_threshold: int = Field(4, ge=0, le=16, description="Largest pHash Hamming distance counted as a near-duplicate.")
+    across_labels: bool = Field(
+        False,
+        description="Also drop near-duplicates whose labels differ (off: FF++ fakes are near-copies of their originals).",
+    )
+
+
+class CollectConfig(_Model):
+    sources: list[SourceSpec] = Field(..., min_length=1, description="Upstream datasets and folders to collect.")
+    seed: int = Field(0, description="Seed of the deterministic sampling.")
+    shard_size: int = Field(1000, ge=1, description="Rows per output shard.")
+    workers: int = Field(2, ge=1, description="Processes that read, hash and probe files (1 = in-process).")
+    blob_mode: Literal["hardlink", "copy"] = Field(
+        "hardlink", description="How original bytes enter the blob store (hardlink falls back to copy across devices)."
+    )
+    max_image_pixels: int = Field(
+        89_478_485, ge=1, description="Decompression-bomb limit: images with more pixels are dropped unread."
+    )
+    allowed_formats: list[str] = Field(
+        ["JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF"], description="Image formats kept; others are dropped."
+    )
+    dedup: DedupConfig = Field(default_factory=DedupConfig, description="Duplicate removal.")
+
+    @field_validator("sources")
+    @classmethod
+    def _unique_names(cls, sources: list[Any]) -> list[Any]:
+        seen: set[str] = set()
+        for spec in sources:
+            name = spec.name or spec.kind
+            if name in seen:
+                raise ValueError(f"two sources are named {name!r}; give each a distinct `name:`")
+            seen.add(name)
+        return sources
+
+
+class BuildConfig(_Model):
+    """The whole build: one optional section per stage."""
+
+    collect: CollectConfig | None = Field(None, description="Collect stage: sources, sampling, dedup.")
+
+
+STAGE_SECTIONS = tuple(BuildConfig.model_fields)
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one `--set dotted.key=value` (value parsed as YAML; list items addressed by index)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected dotted.key=value, e.g. --set collect.seed=3")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node: Any = data
+    for i, part in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            try:
+                node = node[int(part)]
+            except (ValueError, IndexError):
+                raise ConfigError(f"--set {key}: {part!r} is not an index of the list at {'.'.join(parts[:i])}")
+        else:
+            node = node.setdefault(part, {})
+            if not isinstance(node, (dict, list)):
+                raise ConfigError(f"--set {key}: {'.'.join(parts[:i + 1])} is a value, not a section")
+    last = parts[-1]
+    if isinstance(node, list):
+        try:
+            node[int(last)] = _parse_value(value)
+        except (ValueError, IndexError):
+            raise ConfigError(f"--set {key}: {last!r} is not an index of the list")
+    else:
+        node[last] = _parse_value(value)
+
+
+def _substitute(node: Any, variables: dict[str, str]) -> Any:
+    if isinstance(node, str):
+        for name, value in variables.items():
+            node = node.replace("${" + name + "}", value)
+        return node
+    if isinstance(node, list):
+        return [_substitute(x, variables) for x in node]
+    if isinstance(node, dict):
+        return {k: _substitute(v, variables) for k, v in node.items()}
+    return node
+
+
+def _format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not (isinstance(p, str) and p in _KIND_TAGS))
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key; remove it or check the spelling (see the README's config reference)"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown source kind; use one of {', '.join(sorted(_KIND_TAGS))}"
+        lines.append(f"  {loc}: {msg}")
+    return "invalid config:\n" + "\n".join(lines)
+
+
+_KIND_TAGS = {"folder", "genimage", "chameleon", "ffpp", "fakeclue"}
+
+
+def load_build_config(
+    path: Path | None, overrides: list[str] | None = None, variables: dict[str, str] | None = None
+) -> BuildConfig:
+    """Read YAML (if given), apply `--set` overrides, substitute `${run_dir}`-style variables, validate."""
+    data: dict = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise ConfigError(f"config file {path} does not exist; pass an existing YAML, e.g. --config stages/demo.yaml")
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must be a mapping of stage names ({', '.join(STAGE_SECTIONS)})")
+    for assignment in overrides or []:
+        apply_override(data, assignment)
+    data = _substitute(data, variables or {})
+    try:
+        return BuildConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_validation_error(e)) from None
+
+
+def stage_config_hash(section: BaseModel) -> str:
+    """Stable hash of a stage's resolved config (what a shard's done-marker is checked against)."""
+    payload = json.dumps(section.model_dump(mode="json", by_alias=True), sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def dump_resolved(cfg: BuildConfig, path: Path) -> None:
+    """Write exactly what runs, every default filled, to `config.resolved.yaml` (atomically)."""
+    existing: dict = {}
+    if path.exists():
+        existing = yaml.safe_load(path.read_text()) or {}
+    existing.update({k: v for k, v in cfg.model_dump(mode="json", by_alias=True).items() if v is not None})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(existing, sort_keys=False))
+    tmp.replace(path)

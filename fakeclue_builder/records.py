@@ -1,0 +1,127 @@
+"""The row schema shared by every stage: one row is one image.
+
+Columns are only ever added, never renamed. FakeClue's own names are used where they exist
+(`label` 1 = real / 0 = fake, `cate`). A stage reads `Row`s and yields `Row`s; Parquet files between
+stages carry exactly `SCHEMA`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import pyarrow as pa
+
+REAL = 1
+FAKE = 0
+CATEGORIES = ("deepfake", "human", "animal", "object", "scene", "satellite", "doc")
+STATUS_OK = "ok"
+STATUS_DROPPED = "dropped"
+
+
+@dataclass(slots=True)
+class Row:
+    """One image and everything the pipeline knows about it."""
+
+    source: str  # name of the configured source this row came from
+    source_path: str  # path (or zip member / video path) the image was read from
+    label: int  # 1 = real, 0 = fake
+    image_id: str | None = None  # sha256 of the original bytes (None if the file could not be read)
+    generator: str | None = None  # generator name for fakes (None for real)
+    cate: str | None = None  # deepfake|human|animal|object|scene|satellite|doc, None until known
+    group_id: str | None = None  # rows of one group never straddle splits (e.g. an FF++ video)
+    format: str | None = None  # JPEG, PNG, WEBP, GIF, ... as identified from the bytes
+    width: int | None = None
+    height: int | None = None
+    mode: str | None = None  # PIL mode of the decoded image (RGB, CMYK, I;16, P, LA, RGBA, ...)
+    n_frames: int | None = None  # > 1 for animated GIF/WebP
+    exif_orientation: int | None = None  # EXIF tag 274 if present (bytes are never rotated)
+    n_bytes: int | None = None
+    phash: str | None = None  # 64-bit perceptual hash, 16 hex chars (imagehash.phash)
+    blob: str | None = None  # path of the original bytes in the run's blob store, relative to the run dir
+    status: str = STATUS_OK  # ok | dropped
+    reason: str | None = None  # why the row was dropped (a fixed vocabulary, see images.REASONS)
+    detail: str | None = None  # free-text detail for the reason (exception message, kept row, ...)
+    duplicate_of: str | None = None  # image_id of the kept row this duplicate was dropped for
+    frame_index: int | None = None  # frame number in the source video (FF++)
+    encoding: str | None = None  # how we encoded bytes we created ("png-lossless:face-crop"), None if original
+    no_forced_artifacts: bool = False  # high-quality fake: the prompt must not force an artifact (Chameleon)
+    release_caption: str | None = None  # caption carried over from an imported FakeClue release
+    sample_key: str | None = None  # seeded sampling priority (lower = chosen first)
+    quota_group: str | None = None  # the group quotas are counted in (generator/label, method, ...)
+    meta: dict[str, str] = field(default_factory=dict)  # source-specific extras, string valued
+
+    def drop(self, reason: str, detail: str | None = None, duplicate_of: str | None = None) -> "Row":
+        """Mark this row dropped (returns self for chaining)."""
+        self.status = STATUS_DROPPED
+        self.reason = reason
+        self.detail = detail
+        self.duplicate_of = duplicate_of
+        return self
+
+    @property
+    def kept(self) -> bool:
+        return self.status == STATUS_OK
+
+
+SCHEMA = pa.schema(
+    [
+        pa.field("image_id", pa.string()),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("label", pa.int8(), nullable=False),
+        pa.field("generator", pa.string()),
+        pa.field("cate", pa.string()),
+        pa.field("group_id", pa.string()),
+        pa.field("format", pa.string()),
+        pa.field("width", pa.int32()),
+        pa.field("height", pa.int32()),
+        pa.field("mode", pa.string()),
+        pa.field("n_frames", pa.int32()),
+        pa.field("exif_orientation", pa.int16()),
+        pa.field("n_bytes", pa.int64()),
+        pa.field("phash", pa.string()),
+        pa.field("blob", pa.string()),
+        pa.field("status", pa.string(), nullable=False),
+        pa.field("reason", pa.string()),
+        pa.field("detail", pa.string()),
+        pa.field("duplicate_of", pa.string()),
+        pa.field("frame_index", pa.int32()),
+        pa.field("encoding", pa.string()),
+        pa.field("no_forced_artifacts", pa.bool_(), nullable=False),
+        pa.field("release_caption", pa.string()),
+        pa.field("sample_key", pa.string()),
+        pa.field("quota_group", pa.string()),
+        pa.field("meta", pa.map_(pa.string(), pa.string())),
+    ]
+)
+
+_FIELD_NAMES = [f.name for f in dataclasses.fields(Row)]
+assert sorted(_FIELD_NAMES) == sorted(SCHEMA.names), "records.Row and records.SCHEMA disagree"
+
+
+def rows_to_table(rows: Iterable[Row]) -> pa.Table:
+    """Columnar conversion with the explicit schema (never inferred)."""
+    rows = list(rows)
+    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
+    for row in rows:
+        for name in SCHEMA.names:
+            value = getattr(row, name)
+            columns[name].append(list(value.items()) if name == "meta" else value)
+    return pa.Table.from_pydict(columns, schema=SCHEMA)
+
+
+def table_to_rows(table: pa.Table) -> list[Row]:
+    """Inverse of `rows_to_table`; unknown extra columns are ignored, missing ones take defaults."""
+    names = [n for n in table.column_names if n in _FIELD_NAMES]
+    data = table.select(names).to_pydict()
+    out = []
+    for i in range(table.num_rows):
+        kwargs = {name: data[name][i] for name in names}
+        if "meta" in kwargs:
+            kwargs["meta"] = dict(kwargs["meta"] or [])
+        if kwargs.get("no_forced_artifacts") is None:
+            kwargs["no_forced_artifacts"] = False
+        out.append(Row(**kwargs))
+    return out
