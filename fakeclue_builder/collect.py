@@ -27,7 +27,7 @@ from fakeclue_builder.dedup import Decision, Deduplicator
 from fakeclue_builder.images import BlobStore
 from fakeclue_builder.records import FAKE, REAL, Row
 from fakeclue_builder.sources.base import LoadContext, Source, build_source
-from fakeclue_builder.store import InputShard, StageDir, StageRunner, StageSummary, shard_rows
+from fakeclue_builder.store import InputShard, StageDir, StageRunner, StageSummary, shard_rows, sweep_stale_temp
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +263,8 @@ def run(cfg: CollectConfig, run_dir: Path, *, rank: int = 0, world_size: int = 1
         pool.close()
     if not probe_summary.complete:
         return StageSummary(STAGE, shards_total=len(plan_shards))
+    if probe_summary.shards_run:
+        sweep_stale_temp(run_dir / "blobs")
     probe = StageDir(run_dir, PROBE)
     decisions = decide(cfg, _probe_table(probe))
     salt = _decisions_hash(decisions)

@@ -97,6 +97,27 @@ def atomic_write_table(path: Path, table: pa.Table) -> str:
     return digest.hexdigest()
 
 
+PROCESS_STARTED = time.time()
+
+
+def sweep_stale_temp(root: Path) -> int:
+    """Remove `.*.tmp` files under `root` older than this process: debris of a killed run, never in-flight writes."""
+    removed = 0
+    for dirpath, _, filenames in os.walk(root):
+        for name in filenames:
+            if name.startswith(".") and name.endswith(".tmp"):
+                path = Path(dirpath) / name
+                try:
+                    if path.stat().st_mtime < PROCESS_STARTED:
+                        path.unlink()
+                        removed += 1
+                except FileNotFoundError:
+                    pass
+    if removed:
+        log.info("removed %d temporary file(s) left by an interrupted run under %s", removed, root)
+    return removed
+
+
 def read_rows(path: Path) -> list[Row]:
     return table_to_rows(pq.read_table(path, schema=SCHEMA)) if path.exists() else []
 
@@ -293,6 +314,8 @@ class StageRunner:
         if summary.rows_in != summary.kept + summary.dropped:
             raise InvariantError(f"stage {self.dir.name}: in={summary.rows_in} != kept+dropped")
         self._merge_dropped(manifest["n_shards"])
+        if summary.shards_run:
+            sweep_stale_temp(self.dir.path)
         summary.complete = True
         atomic_write_json(self.dir.stats_path, {
             "stage": self.dir.name, "shards": manifest["n_shards"], "in": summary.rows_in, "kept": summary.kept,
