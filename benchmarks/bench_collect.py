@@ -29,12 +29,12 @@ EXE = [sys.executable, "-m", "fakeclue_builder.cli"]
 
 
 def _link_subset(images: list[Path], n: int, dst: Path) -> Path:
-    """A folder holding the first n images (hardlinks: same bytes, no copy)."""
+    """A folder holding the first n images by index, JPEG and PNG interleaved (hardlinks: same bytes, no copy)."""
     if dst.exists():
         shutil.rmtree(dst)
     for sub in ("jpeg", "png"):
         (dst / sub).mkdir(parents=True)
-    for path in images[:n]:
+    for path in sorted(images, key=lambda p: p.stem)[:n]:
         os.link(path, dst / path.parent.name / path.name)
     return dst
 
