@@ -264,6 +264,7 @@ class BlobStore:
             raise ValueError(f"blob mode must be 'hardlink' or 'copy', not {mode!r} (collect.blob_mode)")
         self.run_dir = Path(run_dir)
         self.mode = mode
+        self._dirs_made: set[Path] = set()
 
     def path(self, rel: str) -> Path:
         return self.run_dir / rel
@@ -276,11 +277,13 @@ class BlobStore:
         dest = self.run_dir / rel
         if dest.exists():
             return rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.parent not in self._dirs_made:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            self._dirs_made.add(dest.parent)
         tmp = dest.parent / f".{image_id}.{ext}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
         if self.mode == "hardlink" and src is not None:
             try:
-                os.link(Path(src).resolve(), tmp)
+                os.link(Path(src).resolve(), tmp)  # a symlinked source links its target (link(2) would not)
                 if os.stat(tmp).st_size != len(data):  # the source changed since it was read
                     raise OSError(f"size of {_show(src)} changed since it was read")
                 os.replace(tmp, dest)

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from functools import lru_cache
+from typing import TYPE_CHECKING, Iterable
 
-import pyarrow as pa
+if TYPE_CHECKING:  # pyarrow is imported on first use: worker processes that only probe images never load it
+    import pyarrow as pa
 
 REAL = 1
 FAKE = 0
@@ -65,63 +67,73 @@ class Row:
         return self.status == STATUS_OK
 
 
-SCHEMA = pa.schema(
-    [
-        pa.field("image_id", pa.string()),
-        pa.field("source", pa.string(), nullable=False),
-        pa.field("source_path", pa.string(), nullable=False),
-        pa.field("label", pa.int8(), nullable=False),
-        pa.field("generator", pa.string()),
-        pa.field("cate", pa.string()),
-        pa.field("group_id", pa.string()),
-        pa.field("format", pa.string()),
-        pa.field("width", pa.int32()),
-        pa.field("height", pa.int32()),
-        pa.field("mode", pa.string()),
-        pa.field("n_frames", pa.int32()),
-        pa.field("exif_orientation", pa.int16()),
-        pa.field("n_bytes", pa.int64()),
-        pa.field("phash", pa.string()),
-        pa.field("blob", pa.string()),
-        pa.field("status", pa.string(), nullable=False),
-        pa.field("reason", pa.string()),
-        pa.field("detail", pa.string()),
-        pa.field("duplicate_of", pa.string()),
-        pa.field("frame_index", pa.int32()),
-        pa.field("encoding", pa.string()),
-        pa.field("no_forced_artifacts", pa.bool_(), nullable=False),
-        pa.field("release_caption", pa.string()),
-        pa.field("sample_key", pa.string()),
-        pa.field("quota_group", pa.string()),
-        pa.field("meta", pa.map_(pa.string(), pa.string())),
-    ]
-)
-
 _FIELD_NAMES = [f.name for f in dataclasses.fields(Row)]
-assert sorted(_FIELD_NAMES) == sorted(SCHEMA.names), "records.Row and records.SCHEMA disagree"
 
 
-def rows_to_table(rows: Iterable[Row]) -> pa.Table:
+@lru_cache(maxsize=1)
+def _schema() -> "pa.Schema":
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            pa.field("image_id", pa.string()),
+            pa.field("source", pa.string(), nullable=False),
+            pa.field("source_path", pa.string(), nullable=False),
+            pa.field("label", pa.int8(), nullable=False),
+            pa.field("generator", pa.string()),
+            pa.field("cate", pa.string()),
+            pa.field("group_id", pa.string()),
+            pa.field("format", pa.string()),
+            pa.field("width", pa.int32()),
+            pa.field("height", pa.int32()),
+            pa.field("mode", pa.string()),
+            pa.field("n_frames", pa.int32()),
+            pa.field("exif_orientation", pa.int16()),
+            pa.field("n_bytes", pa.int64()),
+            pa.field("phash", pa.string()),
+            pa.field("blob", pa.string()),
+            pa.field("status", pa.string(), nullable=False),
+            pa.field("reason", pa.string()),
+            pa.field("detail", pa.string()),
+            pa.field("duplicate_of", pa.string()),
+            pa.field("frame_index", pa.int32()),
+            pa.field("encoding", pa.string()),
+            pa.field("no_forced_artifacts", pa.bool_(), nullable=False),
+            pa.field("release_caption", pa.string()),
+            pa.field("sample_key", pa.string()),
+            pa.field("quota_group", pa.string()),
+            pa.field("meta", pa.map_(pa.string(), pa.string())),
+        ]
+    )
+    assert sorted(_FIELD_NAMES) == sorted(schema.names), "records.Row and records.SCHEMA disagree"
+    return schema
+
+
+def __getattr__(name: str):
+    if name == "SCHEMA":  # the explicit pyarrow schema of every stage's Parquet files
+        return _schema()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def rows_to_table(rows: Iterable[Row]) -> "pa.Table":
     """Columnar conversion with the explicit schema (never inferred)."""
+    import pyarrow as pa
+
     rows = list(rows)
-    columns: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
-    for row in rows:
-        for name in SCHEMA.names:
-            value = getattr(row, name)
-            columns[name].append(list(value.items()) if name == "meta" else value)
-    return pa.Table.from_pydict(columns, schema=SCHEMA)
+    schema = _schema()
+    columns = {name: [getattr(row, name) for row in rows] for name in schema.names if name != "meta"}
+    columns["meta"] = [list(row.meta.items()) for row in rows]
+    return pa.Table.from_pydict(columns, schema=schema)
 
 
-def table_to_rows(table: pa.Table) -> list[Row]:
+def table_to_rows(table: "pa.Table") -> list[Row]:
     """Inverse of `rows_to_table`; unknown extra columns are ignored, missing ones take defaults."""
     names = [n for n in table.column_names if n in _FIELD_NAMES]
-    data = table.select(names).to_pydict()
     out = []
-    for i in range(table.num_rows):
-        kwargs = {name: data[name][i] for name in names}
-        if "meta" in kwargs:
-            kwargs["meta"] = dict(kwargs["meta"] or [])
-        if kwargs.get("no_forced_artifacts") is None:
-            kwargs["no_forced_artifacts"] = False
-        out.append(Row(**kwargs))
+    for record in table.select(names).to_pylist():
+        if "meta" in record:
+            record["meta"] = dict(record["meta"] or [])
+        if record.get("no_forced_artifacts") is None:
+            record["no_forced_artifacts"] = False
+        out.append(Row(**record))
     return out
