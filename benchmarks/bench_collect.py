@@ -48,12 +48,17 @@ def _config(images_dir: Path, path: Path, workers: int) -> Path:
     return path
 
 
-def _run_sampled(cmd: list[str]) -> tuple[float, float]:
-    """Wall seconds and the peak summed RSS (MB) of the process tree, sampled every 20 ms."""
+def _run_sampled(cmd: list[str], sample_rss: bool = True) -> tuple[float, float]:
+    """Wall seconds and the peak summed RSS (MB) of the process tree, sampled every 20 ms.
+
+    Sampling costs CPU, so throughput runs switch it off (`sample_rss=False`) and memory runs have their own.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     peak = 0
     stop = threading.Event()
+    if not sample_rss:
+        stop.set()
 
     def sample() -> None:
         nonlocal peak
@@ -94,13 +99,34 @@ def _sha256sum_seconds(root: Path) -> float:
     return time.perf_counter() - start
 
 
-def _collect(images_dir: Path, work: Path, name: str, workers: int) -> tuple[float, float, dict]:
+def _collect(images_dir: Path, work: Path, name: str, workers: int, sample_rss: bool) -> tuple[float, float, dict]:
     run_dir = work / f"run-{name}"
     shutil.rmtree(run_dir, ignore_errors=True)
     cfg = _config(images_dir, work / f"{name}.yaml", workers)
-    seconds, rss = _run_sampled([*EXE, "collect", "-q", "--config", str(cfg), "--run-dir", str(run_dir)])
+    seconds, rss = _run_sampled([*EXE, "collect", "-q", "--config", str(cfg), "--run-dir", str(run_dir)], sample_rss)
     stats = json.loads((run_dir / "collect" / "_stats.json").read_text())
     return seconds, rss, stats
+
+
+def _per_format_costs(subset: Path, n: int = 300) -> None:
+    """Where the time goes: one core's probe (full decode + pHash) vs sha256sum, per format."""
+    from fakeclue_builder import images
+
+    print("\n== cost per image, one core (probe = full decode check + pHash)")
+    for fmt in ("jpeg", "png"):
+        files = sorted((subset / fmt).iterdir())[:n]
+        blobs = [p.read_bytes() for p in files]
+        images.probe_image(blobs[0], max_pixels=10**9, allowed_formats={"JPEG", "PNG"})  # warm imports
+        start = time.perf_counter()
+        for data in blobs:
+            images.probe_image(data, max_pixels=10**9, allowed_formats={"JPEG", "PNG"})
+        probe_ms = (time.perf_counter() - start) / len(blobs) * 1000
+        start = time.perf_counter()
+        subprocess.run(["sha256sum", *map(str, files)], stdout=subprocess.DEVNULL, check=True)
+        sha_ms = (time.perf_counter() - start) / len(files) * 1000
+        kb = sum(map(len, blobs)) / len(blobs) / 1024
+        print(f"{fmt:5s} avg {kb:6.0f} KB   probe {probe_ms:6.2f} ms   sha256sum {sha_ms:5.2f} ms   "
+              f"best possible ratio on 2 cores, zero overhead: {2 * sha_ms / probe_ms:.2f}")
 
 
 def main() -> None:
@@ -122,23 +148,24 @@ def main() -> None:
     total_mb = sum(p.stat().st_size for p in files) / 2**20
     _warm(files)
     sha_s = _sha256sum_seconds(subset)
-    col_s, col_rss, stats = _collect(subset, work, str(args.n), args.workers)
+    col_s, _, stats = _collect(subset, work, str(args.n), args.workers, sample_rss=False)
     assert stats["in"] == stats["kept"] + stats["dropped"] == args.n, stats
     noop_s, _ = _run_sampled([*EXE, "collect", "-q", "--config", str(work / f"{args.n}.yaml"),
-                              "--run-dir", str(work / f"run-{args.n}")])
+                              "--run-dir", str(work / f"run-{args.n}")], sample_rss=False)
     print(f"\n== throughput: {args.n} images, {total_mb:.0f} MB, workers={args.workers}, blob_mode=hardlink")
     print(f"sha256sum           {sha_s:7.2f} s   {args.n / sha_s:8.1f} images/s")
     print(f"collect             {col_s:7.2f} s   {args.n / col_s:8.1f} images/s   (kept {stats['kept']}, "
           f"dropped {stats['dropped']} {stats['dropped_by_reason']})")
     print(f"ratio collect/sha256sum speed: {sha_s / col_s:.2f}   (goal >= 0.5)")
     print(f"no-op rerun         {noop_s:7.2f} s   (goal <= 3 s)")
+    _per_format_costs(subset)
 
     print("\n== memory: peak RSS of the process tree (main + workers, summed)")
     peaks = {}
     for n in sizes:
         sub = _link_subset(pool, n, work / f"subset-{n}")
         _warm(sorted(p for p in sub.rglob("*") if p.is_file()))
-        seconds, rss, stats = _collect(sub, work, str(n), args.workers)
+        seconds, rss, stats = _collect(sub, work, str(n), args.workers, sample_rss=True)
         peaks[n] = rss
         print(f"{n:6d} images   peak RSS {rss:7.1f} MB   ({seconds:.1f} s, {n / seconds:.0f} images/s)")
     lo, hi = peaks[min(sizes)], peaks[max(sizes)]
