@@ -30,7 +30,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python benchmarks/bench_collect.py
+	$(BIN)/python tests/bench/bench_collect.py
 
 # The demo profile reads demo sources generated offline into the run dir; other profiles read real data.
 demo-sources: install

@@ -122,10 +122,55 @@ class CollectConfig(_Model):
         return sources
 
 
+class CategorizeConfig(_Model):
+    model: str = Field(
+        "eva02_large_patch14_448.mim_m38m_ft_in22k_in1k",
+        description="timm model name (with pretrained tag); EVA-02 in1k and in22k heads are supported.",
+    )
+    checkpoint_path: Path | None = Field(
+        None, description="Local weights (.safetensors/.pth) loaded into the model; offline runs need this."
+    )
+    pretrained: bool = Field(
+        True, description="Let timm fetch the tag's pretrained weights (hub cache) when no checkpoint_path is given."
+    )
+    pretrained_cfg_overlay: dict[str, Any] | None = Field(
+        None, description="Passed to timm.create_model, e.g. {file: /models/eva02/model.safetensors} or {hf_hub_id: ...}."
+    )
+    model_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra timm.create_model kwargs (e.g. img_size, depth for tiny test models)."
+    )
+    device: str = Field("auto", description="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="auto: bfloat16 on GPU, float32 on CPU."
+    )
+    batch_size: int = Field(64, ge=1, description="Images per forward pass.")
+    decode_workers: int = Field(2, ge=1, description="Threads decoding and transforming images ahead of the model.")
+    top_k: int | None = Field(
+        None, ge=1, description="Sum only the top-k class probabilities per image (None: all classes)."
+    )
+    min_confidence: float = Field(
+        0.5, ge=0.0, le=1.0, description="Below this summed probability the row is flagged cate_uncertain."
+    )
+    fallback: Literal["object", "drop", "review"] = Field(
+        "review",
+        description="Uncertain rows: object = keep as object (flagged), drop = drop (reason low_cate_confidence), "
+        "review = drop with reason cate_needs_review (dropped.parquet is the review list).",
+    )
+
+
+class PromptsConfig(_Model):
+    dir: Path | None = Field(None, description="Prompt templates directory (default: the repo's prompts/).")
+    few_shot: dict[str, list[str]] = Field(
+        default_factory=dict, description="Few-shot example answers per prompt id (e.g. fake_animal: [...]); empty by default."
+    )
+
+
 class BuildConfig(_Model):
     """The whole build: one optional section per stage."""
 
     collect: CollectConfig | None = Field(None, description="Collect stage: sources, sampling, dedup.")
+    categorize: CategorizeConfig | None = Field(None, description="Categorize stage: EVA-02 category split.")
+    prompts: PromptsConfig | None = Field(None, description="Prompts stage: category- and label-aware templates.")
 
 
 STAGE_SECTIONS = tuple(BuildConfig.model_fields)
@@ -210,6 +255,9 @@ def load_build_config(
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {path} must be a mapping of stage names ({', '.join(STAGE_SECTIONS)})")
+    for section in STAGE_SECTIONS:  # `categorize:` with nothing under it means "all defaults"
+        if section in data and data[section] is None:
+            data[section] = {}
     for assignment in overrides or []:
         apply_override(data, assignment)
     data = _substitute(data, variables or {})

@@ -53,6 +53,16 @@ class Row:
     sample_key: str | None = None  # seeded sampling priority (lower = chosen first)
     quota_group: str | None = None  # the group quotas are counted in (generator/label, method, ...)
     meta: dict[str, str] = field(default_factory=dict)  # source-specific extras, string valued
+    # categorize
+    cate_source: str | None = None  # where `cate` came from: source | classifier | fallback
+    cate_confidence: float | None = None  # summed probability of the chosen category
+    cate_scores: dict[str, float] = field(default_factory=dict)  # summed probability per category
+    cate_uncertain: bool = False  # confidence below categorize.min_confidence (flagged, not guessed)
+    cate_model: str | None = None  # classifier that decided (timm name + checkpoint)
+    # prompts
+    prompt_id: str | None = None  # template id, e.g. "fake_animal" or "fake_no_forced_artifacts"
+    prompt_sha256: str | None = None  # sha256 of the rendered prompt text
+    prompt: str | None = None  # the rendered prompt given to the annotators
 
     def drop(self, reason: str, detail: str | None = None, duplicate_of: str | None = None) -> "Row":
         """Mark this row dropped (returns self for chaining)."""
@@ -68,6 +78,8 @@ class Row:
 
 
 _FIELD_NAMES = [f.name for f in dataclasses.fields(Row)]
+_MAPS = ("meta", "cate_scores")  # dict fields, stored as Arrow maps
+_FLAGS = ("no_forced_artifacts", "cate_uncertain")  # non-null booleans
 
 
 @lru_cache(maxsize=1)
@@ -103,6 +115,14 @@ def _schema() -> "pa.Schema":
             pa.field("sample_key", pa.string()),
             pa.field("quota_group", pa.string()),
             pa.field("meta", pa.map_(pa.string(), pa.string())),
+            pa.field("cate_source", pa.string()),
+            pa.field("cate_confidence", pa.float32()),
+            pa.field("cate_scores", pa.map_(pa.string(), pa.float32())),
+            pa.field("cate_uncertain", pa.bool_(), nullable=False),
+            pa.field("cate_model", pa.string()),
+            pa.field("prompt_id", pa.string()),
+            pa.field("prompt_sha256", pa.string()),
+            pa.field("prompt", pa.string()),
         ]
     )
     assert sorted(_FIELD_NAMES) == sorted(schema.names), "records.Row and records.SCHEMA disagree"
@@ -121,8 +141,9 @@ def rows_to_table(rows: Iterable[Row]) -> "pa.Table":
 
     rows = list(rows)
     schema = _schema()
-    columns = {name: [getattr(row, name) for row in rows] for name in schema.names if name != "meta"}
-    columns["meta"] = [list(row.meta.items()) for row in rows]
+    columns = {name: [getattr(row, name) for row in rows] for name in schema.names if name not in _MAPS}
+    for name in _MAPS:
+        columns[name] = [list(getattr(row, name).items()) for row in rows]
     return pa.Table.from_pydict(columns, schema=schema)
 
 
@@ -131,9 +152,11 @@ def table_to_rows(table: "pa.Table") -> list[Row]:
     names = [n for n in table.column_names if n in _FIELD_NAMES]
     out = []
     for record in table.select(names).to_pylist():
-        if "meta" in record:
-            record["meta"] = dict(record["meta"] or [])
-        if record.get("no_forced_artifacts") is None:
-            record["no_forced_artifacts"] = False
+        for name in _MAPS:
+            if name in record:
+                record[name] = dict(record[name] or [])
+        for name in _FLAGS:
+            if record.get(name) is None:
+                record[name] = False
         out.append(Row(**record))
     return out
