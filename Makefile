@@ -9,13 +9,13 @@ CONFIG ?= stages/demo.yaml
 RUN_DIR ?= runs/demo
 ARGS ?=
 
-.PHONY: install test bench build-dataset demo-sources collect status clean-run help
+.PHONY: install test bench build-dataset demo-sources tiny-models collect categorize prompts status clean-run help
 
 help:
 	@echo "make build-dataset   install, then run every dataset stage on CONFIG (default stages/demo.yaml, offline) into RUN_DIR"
 	@echo "make test            install, then run the test suite"
 	@echo "make bench           install, then run the collect benchmark (figures and ratios, not a test)"
-	@echo "make collect|status  one stage / the run's status (CONFIG=..., RUN_DIR=..., ARGS='--set collect.seed=1')"
+	@echo "make collect|categorize|prompts|status   one stage / the run's status (CONFIG=..., RUN_DIR=..., ARGS='--set collect.seed=1')"
 
 install: $(VENV)/.installed
 
@@ -31,20 +31,26 @@ test: install
 
 bench: install
 	$(BIN)/python tests/bench/bench_collect.py
+	$(BIN)/python tests/bench/bench_categorize.py
 
 # The demo profile reads demo sources generated offline into the run dir; other profiles read real data.
 demo-sources: install
 	$(BIN)/fakeclue-builder demo make-sources $(RUN_DIR)/sources
 
+tiny-models: install
+	$(BIN)/fakeclue-builder models make-tiny $(RUN_DIR)/models
+
 ifeq ($(CONFIG),stages/demo.yaml)
-build-dataset: demo-sources
+build-dataset: demo-sources tiny-models
 endif
 build-dataset: install
 	$(BIN)/fakeclue-builder collect --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
+	$(BIN)/fakeclue-builder categorize --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
+	$(BIN)/fakeclue-builder prompts --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 	$(BIN)/fakeclue-builder status --run-dir $(RUN_DIR)
 
-collect: install
-	$(BIN)/fakeclue-builder collect --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
+collect categorize prompts: install
+	$(BIN)/fakeclue-builder $@ --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 
 status: install
 	$(BIN)/fakeclue-builder status --run-dir $(RUN_DIR)

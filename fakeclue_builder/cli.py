@@ -78,20 +78,25 @@ def _load(config: Path | None, overrides: list[str] | None, run_dir: Path, secti
     except ConfigError as e:
         _fail(str(e))
     if getattr(cfg, section) is None:
-        _fail(f"the config has no `{section}:` section; add one (see stages/demo.yaml) or pass --config")
+        from pydantic import ValidationError
+
+        try:  # a stage whose every key has a default runs on defaults
+            setattr(cfg, section, type(cfg).model_fields[section].annotation.__args__[0]())
+        except ValidationError:
+            _fail(f"the config has no `{section}:` section; add one (see stages/demo.yaml) or pass --config")
     return cfg
 
 
-@app.command()
-def collect(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
-            force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
-            verbose: VerboseOpt = False) -> None:
-    """Collect images from GenImage, FF++, Chameleon, plain folders and the released FakeClue: probe, hash,
-    store the original bytes, drop bad files and duplicates (with reasons), apply quotas and the fake:real ratio."""
+def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, run_dir: Path, force: bool,
+               rank: int | None, world_size: int | None, quiet: bool, verbose: bool, body) -> None:
+    """What every stage command does: logging, ranks, config (exit 2 on problems), progress, summary.
+
+    `body(cfg, rank, world_size, progress, before_write)` runs the stage and returns its StageSummary;
+    `before_write` writes config.resolved.yaml once the stage's own checks have passed.
+    """
     _setup_logging(quiet, verbose)
     rank, world_size = _rank_world(rank, world_size)
-    cfg = _load(config, set_, run_dir, "collect")
-    from fakeclue_builder import collect as collect_stage
+    cfg = _load(config, overrides, run_dir, stage)
     from fakeclue_builder.config import dump_resolved
     from fakeclue_builder.progress import progress_bars
 
@@ -101,11 +106,90 @@ def collect(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"),
 
     try:
         with progress_bars(enabled=not quiet) as progress:
-            summary = collect_stage.run(cfg.collect, run_dir, rank=rank, world_size=world_size, force=force,
-                                        progress=progress, before_write=write_resolved)
+            summary = body(cfg, rank, world_size, progress, write_resolved)
     except ConfigError as e:
         _fail(str(e))
     _print_summary(summary, run_dir)
+
+
+@app.command()
+def collect(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
+            force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
+            verbose: VerboseOpt = False) -> None:
+    """Collect images from GenImage, FF++, Chameleon, plain folders and the released FakeClue: probe, hash,
+    store the original bytes, drop bad files and duplicates (with reasons), apply quotas and the fake:real ratio."""
+
+    def body(cfg, rank, world_size, progress, before_write):
+        from fakeclue_builder import collect as collect_stage
+
+        return collect_stage.run(cfg.collect, run_dir, rank=rank, world_size=world_size, force=force,
+                                 progress=progress, before_write=before_write)
+
+    _run_stage("collect", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
+
+
+@app.command()
+def categorize(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
+               force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
+               verbose: VerboseOpt = False) -> None:
+    """Split rows without a category into animal / human / object / scene with an EVA-02 ImageNet classifier
+    (timm); low-confidence rows are flagged and handled by categorize.fallback, never guessed."""
+
+    def body(cfg, rank, world_size, progress, before_write):
+        from fakeclue_builder.categorize import LazyClassifier, check_config
+        from fakeclue_builder.pipeline import run_row_stage
+
+        check_config(cfg.categorize)
+        classify = LazyClassifier(cfg.categorize)
+        return run_row_stage("categorize", cfg.categorize, lambda rows: classify(rows, run_dir), run_dir, rank=rank,
+                             world_size=world_size, force=force, progress=progress, before_write=before_write)
+
+    _run_stage("categorize", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
+
+
+prompts_app = typer.Typer(help="Render the category- and label-aware annotation prompt for every row "
+                          "(run without a subcommand), or show one prompt.", invoke_without_command=True)
+app.add_typer(prompts_app, name="prompts")
+
+
+@prompts_app.callback()
+def prompts(ctx: typer.Context, config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"),
+            set_: SetOpt = None, force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None,
+            quiet: QuietOpt = False, verbose: VerboseOpt = False) -> None:
+    """Pick the template for each row's (cate, label, no_forced_artifacts), render it with the label as a
+    prior, and record prompt_id, prompt_sha256 and the text."""
+    if ctx.invoked_subcommand is not None:
+        return
+
+    def body(cfg, rank, world_size, progress, before_write):
+        from fakeclue_builder import prompts as prompts_stage
+        from fakeclue_builder.pipeline import run_row_stage
+
+        salt = prompts_stage.config_hash(cfg.prompts)  # the templates' text is part of the stage's config
+        return run_row_stage("prompts", cfg.prompts, lambda rows: prompts_stage.run(cfg.prompts, rows), run_dir,
+                             rank=rank, world_size=world_size, force=force, progress=progress, config_salt=salt,
+                             before_write=before_write)
+
+    _run_stage("prompts", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
+
+
+@prompts_app.command("show")
+def prompts_show(
+    cate: Annotated[str, typer.Option(help="deepfake, human, animal, object, scene, satellite or doc.")],
+    label: Annotated[str, typer.Option(help="real or fake.")],
+    no_forced_artifacts: Annotated[bool, typer.Option(help="The high-quality-fake variant (Chameleon).")] = False,
+    prompts_dir: Annotated[Optional[Path], typer.Option("--dir", help="Templates directory (default: prompts/).")] = None,
+) -> None:
+    """Print the rendered prompt for one (cate, label) pair."""
+    from fakeclue_builder import prompts as prompts_stage
+    from fakeclue_builder.config import PromptsConfig
+
+    try:
+        text = prompts_stage.show(cate, label, no_forced_artifacts=no_forced_artifacts,
+                                  cfg=PromptsConfig(dir=prompts_dir))
+    except ConfigError as e:
+        _fail(str(e))
+    typer.echo(text)
 
 
 def _print_summary(summary, run_dir: Path) -> None:
@@ -143,6 +227,28 @@ def status(run_dir: RunDirOpt = Path("runs/default")) -> None:
     console = Console()
     console.print(table)
     console.print(f"next: {next_stage}" if next_stage else "all stages complete")
+
+
+models_app = typer.Typer(help="Models for offline runs.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("make-tiny")
+def models_make_tiny(
+    out_dir: Annotated[Path, typer.Argument(help="Folder to write the tiny models into (one subfolder each).")],
+    only: Annotated[Optional[list[str]], typer.Option(help="Build only these (eva02).")] = None,
+) -> None:
+    """Build tiny random models with the real architectures (EVA-02 classifier, ...) for offline demo runs
+    and tests; their outputs are meaningless by design."""
+    _setup_logging(quiet=False, verbose=False)
+    from fakeclue_builder.tiny_models import make_tiny
+
+    try:
+        paths = make_tiny(out_dir, only)
+    except ValueError as e:
+        _fail(str(e))
+    for name, path in sorted(paths.items()):
+        typer.echo(f"{name}: {path}")
 
 
 @demo_app.command("make-sources")

@@ -60,7 +60,7 @@ class Row:
     cate_uncertain: bool = False  # confidence below categorize.min_confidence (flagged, not guessed)
     cate_model: str | None = None  # classifier that decided (timm name + checkpoint)
     # prompts
-    prompt_id: str | None = None  # template id, e.g. "fake_animal" or "fake_no_forced_artifacts"
+    prompt_id: str | None = None  # template id, e.g. "fake_animal" or "fake_scene+no_forced_artifacts"
     prompt_sha256: str | None = None  # sha256 of the rendered prompt text
     prompt: str | None = None  # the rendered prompt given to the annotators
 

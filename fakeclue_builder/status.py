@@ -6,8 +6,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-# pipeline order; a stage appears in `status` once its directory exists
-STAGE_ORDER = ("collect",)
+# a stage appears in `status` once its directory exists (pipeline order)
+from fakeclue_builder.pipeline import STAGE_ORDER
 
 
 @dataclass

@@ -1,0 +1,29 @@
+"""The stage order, and running a row stage over the previous stage's finished output."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from pydantic import BaseModel
+
+from fakeclue_builder.config import ConfigError, stage_config_hash
+
+STAGE_ORDER = ("collect", "categorize", "prompts")
+INPUT_OF = {"categorize": "collect", "prompts": "categorize"}
+
+
+def run_row_stage(stage: str, section: BaseModel, fn: Callable, run_dir: Path, *, rank: int = 0, world_size: int = 1,
+                  force: bool = False, progress=None, config_salt: str = "", before_write=None):
+    """Feed the finished shards of the stage before `stage` through `fn`, one shard at a time."""
+    from fakeclue_builder.store import StageDir, StageRunner
+
+    previous = StageDir(run_dir, INPUT_OF[stage])
+    if not previous.is_complete():
+        raise ConfigError(f"{stage} reads the output of {previous.name}, which has not finished in {run_dir}; "
+                          f"run 'fakeclue-builder {previous.name} --run-dir {run_dir}' first")
+    if before_write:
+        before_write()
+    runner = StageRunner(run_dir, stage, stage_config_hash(section) + config_salt, rank=rank,
+                         world_size=world_size, force=force, progress=progress)
+    return runner.run(previous.as_inputs(), fn)
