@@ -129,6 +129,41 @@ def collect(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"),
 
 
 @app.command()
+def synthesize(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
+               force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
+               verbose: VerboseOpt = False) -> None:
+    """Generate the fakes no open dataset has: satellite images (diffusers img2img from real tiles, or
+    txt2img), document pages (layout first, then content) and any category from a prompt list."""
+
+    def body(cfg, rank, world_size, progress, before_write):
+        from fakeclue_builder import synthesize as synthesize_stage
+
+        summary = synthesize_stage.run(cfg.synthesize, run_dir, rank=rank, world_size=world_size, force=force,
+                                       progress=progress, before_write=before_write)
+        if summary.complete:
+            _print_balance(run_dir)
+        return summary
+
+    _run_stage("synthesize", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
+
+
+def _print_balance(run_dir: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from fakeclue_builder.store import StageDir
+    from fakeclue_builder.synthesize import balance
+
+    rows = [*StageDir(run_dir, "collect").iter_rows(), *StageDir(run_dir, "synthesize").iter_rows()]
+    table = Table(title="fake:real per category after synthesize (? = not categorized yet)")
+    for col in ("cate", "fake", "real"):
+        table.add_column(col, justify="left" if col == "cate" else "right")
+    for cate, counts in balance(rows).items():
+        table.add_row(cate, str(counts["fake"]), str(counts["real"]))
+    Console().print(table)
+
+
+@app.command()
 def categorize(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
                force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
                verbose: VerboseOpt = False) -> None:
@@ -236,9 +271,10 @@ app.add_typer(models_app, name="models")
 @models_app.command("make-tiny")
 def models_make_tiny(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the tiny models into (one subfolder each).")],
-    only: Annotated[Optional[list[str]], typer.Option(help="Build only these (eva02).")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="Build only these (eva02, sd, controlnet).")] = None,
 ) -> None:
-    """Build tiny random models with the real architectures (EVA-02 classifier, ...) for offline demo runs
+    """Build tiny random models with the real architectures (EVA-02 classifier, Stable Diffusion, ControlNet)
+    for offline demo runs
     and tests; their outputs are meaningless by design."""
     _setup_logging(quiet=False, verbose=False)
     from fakeclue_builder.tiny_models import make_tiny

@@ -9,21 +9,29 @@ from pydantic import BaseModel
 
 from fakeclue_builder.config import ConfigError, stage_config_hash
 
-STAGE_ORDER = ("collect", "categorize", "prompts")
-INPUT_OF = {"categorize": "collect", "prompts": "categorize"}
+STAGE_ORDER = ("collect", "synthesize", "categorize", "prompts")
+# what each row stage reads; optional inputs (synthesize) are read when that stage has run
+INPUT_OF = {"categorize": ("collect", "synthesize"), "prompts": ("categorize",)}
+OPTIONAL = {"synthesize"}
 
 
 def run_row_stage(stage: str, section: BaseModel, fn: Callable, run_dir: Path, *, rank: int = 0, world_size: int = 1,
                   force: bool = False, progress=None, config_salt: str = "", before_write=None):
     """Feed the finished shards of the stage before `stage` through `fn`, one shard at a time."""
-    from fakeclue_builder.store import StageDir, StageRunner
+    from fakeclue_builder.store import InputShard, StageDir, StageRunner
 
-    previous = StageDir(run_dir, INPUT_OF[stage])
-    if not previous.is_complete():
-        raise ConfigError(f"{stage} reads the output of {previous.name}, which has not finished in {run_dir}; "
-                          f"run 'fakeclue-builder {previous.name} --run-dir {run_dir}' first")
+    inputs: list[InputShard] = []
+    for name in INPUT_OF[stage]:
+        previous = StageDir(run_dir, name)
+        if name in OPTIONAL and not previous.path.exists():
+            continue
+        if not previous.is_complete():
+            raise ConfigError(f"{stage} reads the output of {name}, which has not finished in {run_dir}; "
+                              f"run 'fakeclue-builder {name} --run-dir {run_dir}' first")
+        for shard in previous.as_inputs():  # shards of several stages, numbered one after the other
+            inputs.append(InputShard(len(inputs), f"{name}:{shard.fingerprint}", shard.n_rows, shard.read))
     if before_write:
         before_write()
     runner = StageRunner(run_dir, stage, stage_config_hash(section) + config_salt, rank=rank,
                          world_size=world_size, force=force, progress=progress)
-    return runner.run(previous.as_inputs(), fn)
+    return runner.run(inputs, fn)

@@ -72,5 +72,8 @@ def run_status(run_dir: Path) -> tuple[list[StageStatus], str | None]:
     """All stages present, and the next stage to run (None when everything known is complete)."""
     found = [s for s in (stage_status(run_dir, name) for name in STAGE_ORDER) if s is not None]
     done = {s.stage for s in found if s.complete}
-    next_stage = next((name for name in STAGE_ORDER if name not in done), None)
-    return found, next_stage
+    last = max((STAGE_ORDER.index(name) for name in done), default=-1)  # optional stages skipped are not "next"
+    unfinished = [s.stage.split(" ")[0] for s in found if not s.complete]
+    if unfinished:
+        return found, unfinished[0]
+    return found, next((name for name in STAGE_ORDER[last + 1:]), None)

@@ -33,7 +33,19 @@ def make_tiny_eva02(out_dir: Path, num_classes: int = 1000, seed: int = 0) -> Pa
     return out_dir
 
 
-TINY_MODELS = {"eva02": make_tiny_eva02}
+def _sd(out_dir: Path) -> Path:
+    from fakeclue_builder.synth.tiny_diffusers import make_tiny_sd
+
+    return make_tiny_sd(out_dir)
+
+
+def _controlnet(out_dir: Path) -> Path:
+    from fakeclue_builder.synth.tiny_diffusers import make_tiny_controlnet
+
+    return make_tiny_controlnet(out_dir, out_dir.parent / "sd")
+
+
+TINY_MODELS = {"eva02": make_tiny_eva02, "sd": _sd, "controlnet": _controlnet}
 
 
 def make_tiny(out_dir: Path, only: list[str] | None = None) -> dict[str, Path]:

@@ -1,0 +1,1 @@
+"""Synthetic-image generators for the synthesize stage (documents, ...)."""
