@@ -68,13 +68,10 @@ def check_config(cfg: CategorizeConfig) -> None:
 def _device_and_dtype(cfg: CategorizeConfig):
     import torch
 
-    device = cfg.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"categorize.device={cfg.device} but no GPU is visible; use --set categorize.device=cpu")
-    dtype_name = cfg.dtype if cfg.dtype != "auto" else ("bfloat16" if device.startswith("cuda") else "float32")
-    return torch.device(device), getattr(torch, dtype_name)
+    from fakeclue_builder.devices import resolve_device_dtype
+
+    device, dtype = resolve_device_dtype(cfg.device, cfg.dtype, "categorize", gpu_dtype="bfloat16")
+    return torch.device(device), getattr(torch, dtype)
 
 
 def load_classifier(cfg: CategorizeConfig) -> Classifier:

@@ -110,17 +110,9 @@ class DiffusersRunner:
     # ------------------------------------------------------------------------------------------ config
 
     def _device_and_dtype(self) -> tuple[str, str]:
-        import torch
+        from fakeclue_builder.devices import resolve_device_dtype
 
-        device = self.spec.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device.startswith("cuda") and not torch.cuda.is_available():
-            raise ConfigError(f"{self.key}.device={self.spec.device} but no GPU is visible; "
-                              f"use --set {self.key}.device=cpu")
-        if self.spec.dtype != "auto":
-            return device, self.spec.dtype
-        return device, "float16" if device.startswith("cuda") else "float32"
+        return resolve_device_dtype(self.spec.device, self.spec.dtype, self.key, gpu_dtype="float16")
 
     def _pipeline_class(self) -> type | None:
         """The explicitly named pipeline class (None for auto), checked against the task."""
@@ -179,6 +171,10 @@ class DiffusersRunner:
         self.check()
         import diffusers
         import torch
+        import transformers
+
+        diffusers.utils.logging.disable_progress_bar()  # the stage shows its own progress
+        transformers.utils.logging.disable_progress_bar()
 
         device, dtype_name = self._device_and_dtype()
         dtype = _dtype_kwarg(getattr(torch, dtype_name))
