@@ -147,6 +147,33 @@ def synthesize(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default
     _run_stage("synthesize", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
 
 
+@app.command()
+def annotate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
+             force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
+             verbose: VerboseOpt = False,
+             model: Annotated[Optional[list[str]], typer.Option("--model", help="Run only this annotator (repeatable): "
+                              "a per-model job that fills the request cache into annotate/_<name>/; a later run "
+                              "without --model assembles every answer from the cache.")] = None) -> None:
+    """Ask every configured VLM annotator (Qwen2-VL, InternVL, DeepSeek-VL2, ...) to explain every prompted row,
+    through its backend (vllm, transformers or an OpenAI-compatible server), with a request cache, answer
+    validation and retries; rows with fewer than annotate.min_annotators good answers are dropped."""
+
+    def body(cfg, rank, world_size, progress, before_write):
+        from fakeclue_builder.annotate import AnnotateStage
+        from fakeclue_builder.pipeline import run_row_stage
+
+        stage = AnnotateStage(cfg.annotate, run_dir, only=model)
+        output = f"annotate/_{'+'.join(sorted(model))}" if model else None
+        try:
+            return run_row_stage("annotate", cfg.annotate, stage, run_dir, rank=rank, world_size=world_size,
+                                 force=force, progress=progress, before_write=before_write, output=output,
+                                 config_salt="+".join(sorted(model or [])))
+        finally:
+            stage.close()
+
+    _run_stage("annotate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
+
+
 def _print_balance(run_dir: Path) -> None:
     from rich.console import Console
     from rich.table import Table

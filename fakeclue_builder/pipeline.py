@@ -9,15 +9,16 @@ from pydantic import BaseModel
 
 from fakeclue_builder.config import ConfigError, stage_config_hash
 
-STAGE_ORDER = ("collect", "synthesize", "categorize", "prompts")
+STAGE_ORDER = ("collect", "synthesize", "categorize", "prompts", "annotate")
 # what each row stage reads; optional inputs (synthesize) are read when that stage has run
-INPUT_OF = {"categorize": ("collect", "synthesize"), "prompts": ("categorize",)}
+INPUT_OF = {"categorize": ("collect", "synthesize"), "prompts": ("categorize",), "annotate": ("prompts",)}
 OPTIONAL = {"synthesize"}
 
 
 def run_row_stage(stage: str, section: BaseModel, fn: Callable, run_dir: Path, *, rank: int = 0, world_size: int = 1,
-                  force: bool = False, progress=None, config_salt: str = "", before_write=None):
-    """Feed the finished shards of the stage before `stage` through `fn`, one shard at a time."""
+                  force: bool = False, progress=None, config_salt: str = "", before_write=None, output: str | None = None):
+    """Feed the finished shards of the stage before `stage` through `fn`, one shard at a time, into the stage's
+    directory (or `output`, a sub-step such as `annotate/_qwen2_vl`)."""
     from fakeclue_builder.store import InputShard, StageDir, StageRunner
 
     inputs: list[InputShard] = []
@@ -32,6 +33,6 @@ def run_row_stage(stage: str, section: BaseModel, fn: Callable, run_dir: Path, *
             inputs.append(InputShard(len(inputs), f"{name}:{shard.fingerprint}", shard.n_rows, shard.read))
     if before_write:
         before_write()
-    runner = StageRunner(run_dir, stage, stage_config_hash(section) + config_salt, rank=rank,
+    runner = StageRunner(run_dir, output or stage, stage_config_hash(section) + config_salt, rank=rank,
                          world_size=world_size, force=force, progress=progress)
     return runner.run(inputs, fn)

@@ -63,6 +63,8 @@ class Row:
     prompt_id: str | None = None  # template id, e.g. "fake_animal" or "fake_scene+no_forced_artifacts"
     prompt_sha256: str | None = None  # sha256 of the rendered prompt text
     prompt: str | None = None  # the rendered prompt given to the annotators
+    # annotate: one entry per annotator (see ANNOTATION_FIELDS)
+    annotations: list[dict] = field(default_factory=list)
 
     def drop(self, reason: str, detail: str | None = None, duplicate_of: str | None = None) -> "Row":
         """Mark this row dropped (returns self for chaining)."""
@@ -80,6 +82,22 @@ class Row:
 _FIELD_NAMES = [f.name for f in dataclasses.fields(Row)]
 _MAPS = ("meta", "cate_scores")  # dict fields, stored as Arrow maps
 _FLAGS = ("no_forced_artifacts", "cate_uncertain")  # non-null booleans
+
+
+def _annotation_fields(pa) -> list[tuple[str, "pa.DataType"]]:
+    """One annotator's answer for one row."""
+    return [
+        ("annotator", pa.string()),  # the name in annotate.annotators
+        ("model", pa.string()),  # model path or hub id
+        ("revision", pa.string()),
+        ("text", pa.string()),  # the answer (response prefix included)
+        ("finish_reason", pa.string()),
+        ("tokens", pa.int32()),
+        ("ok", pa.bool_()),  # passed validation
+        ("reason", pa.string()),  # why not (empty, no_verdict, verdict_mismatch, truncated, repetition, ...)
+        ("attempts", pa.int16()),
+        ("cached", pa.bool_()),  # served from the request cache
+    ]
 
 
 @lru_cache(maxsize=1)
@@ -123,6 +141,7 @@ def _schema() -> "pa.Schema":
             pa.field("prompt_id", pa.string()),
             pa.field("prompt_sha256", pa.string()),
             pa.field("prompt", pa.string()),
+            pa.field("annotations", pa.list_(pa.struct([pa.field(n, t) for n, t in _annotation_fields(pa)]))),
         ]
     )
     assert sorted(_FIELD_NAMES) == sorted(schema.names), "records.Row and records.SCHEMA disagree"
@@ -155,6 +174,8 @@ def table_to_rows(table: "pa.Table") -> list[Row]:
         for name in _MAPS:
             if name in record:
                 record[name] = dict(record[name] or [])
+        if record.get("annotations") is None:
+            record.pop("annotations", None)
         for name in _FLAGS:
             if record.get(name) is None:
                 record[name] = False

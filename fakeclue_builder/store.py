@@ -100,6 +100,18 @@ def atomic_write_table(path: Path, table: pa.Table) -> str:
 PROCESS_STARTED = time.time()
 
 
+def merge_counters(dicts: Iterable[dict]) -> dict:
+    """Sum nested dicts of numbers (the stage-specific counters of every shard)."""
+    out: dict = {}
+    for d in dicts:
+        for key, value in d.items():
+            if isinstance(value, dict):
+                out[key] = merge_counters([out.get(key, {}), value])
+            else:
+                out[key] = round(out.get(key, 0) + value, 6)
+    return out
+
+
 def sweep_stale_temp(root: Path) -> int:
     """Remove `.*.tmp` files under `root` older than this process: debris of a killed run, never in-flight writes."""
     removed = 0
@@ -282,7 +294,9 @@ class StageRunner:
         output_sha = atomic_write_table(self.dir.shard_path(shard.index), rows_to_table(kept))
         dropped_sha = atomic_write_table(self.dir.dropped_part(shard.index), rows_to_table(dropped))
         reasons = Counter(r.reason or "unknown" for r in dropped)
+        extra = fn.shard_stats() if hasattr(fn, "shard_stats") else {}  # stage-specific counters, e.g. per model
         atomic_write_json(self.dir.marker_path(shard.index), {
+            "extra": extra,
             "input_fingerprint": shard.fingerprint, "config_hash": self.config_hash,
             "in": n_in, "kept": len(kept), "dropped": len(dropped), "dropped_by_reason": dict(sorted(reasons.items())),
             "seconds": round(time.monotonic() - started, 3), "output_sha256": output_sha, "dropped_sha256": dropped_sha,
@@ -323,6 +337,7 @@ class StageRunner:
             "timings": {"shard_seconds_total": round(summary.seconds, 3),
                         "shard_seconds_max": max((m["seconds"] for m in markers), default=0.0)},
             "config_hash": self.config_hash,
+            "extra": merge_counters(m.get("extra", {}) for m in markers),
         })
 
     def _merge_dropped(self, n_shards: int) -> None:
