@@ -52,7 +52,7 @@ def test_collect_categorize_prompts(demo_sources, tmp_path):
     result = runner.invoke(app, ["categorize", "--config", str(cfg), "--run-dir", str(run_dir)])
     assert "shards run=0" in result.output
     result = runner.invoke(app, ["status", "--run-dir", str(run_dir)], terminal_width=200)
-    assert result.exit_code == 0 and "all stages complete" in result.output
+    assert result.exit_code == 0 and "next: annotate" in result.output
     for stage in ("collect", "categorize", "prompts"):
         assert stage in result.output
 

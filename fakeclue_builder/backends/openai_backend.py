@@ -88,9 +88,7 @@ class OpenAIBackend:
         self.url = spec.base_url.rstrip("/") + "/chat/completions"
         self._api_key = os.environ.get(spec.api_key_env) or None
         self._sleep = sleep
-        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(
-            max_workers=spec.concurrency, thread_name_prefix="openai-backend"
-        )
+        self._pool: ThreadPoolExecutor | None = ThreadPoolExecutor(spec.concurrency, "openai-backend")
         logger.debug("openai backend: %s, model %s, api key %s", self.url, spec.model,
                      f"from ${spec.api_key_env}" if self._api_key else "not set")
 
@@ -130,9 +128,8 @@ class OpenAIBackend:
             payload["continue_final_message"] = True  # vLLM extensions: continue the prefill,
             payload["add_generation_prompt"] = False  # do not open a new assistant turn
         if request.json_schema is not None:
-            payload["response_format"] = {
-                "type": "json_schema", "json_schema": {"name": "answer", "schema": request.json_schema}
-            }
+            schema = {"name": "answer", "schema": request.json_schema}
+            payload["response_format"] = {"type": "json_schema", "json_schema": schema}
         return payload
 
     @staticmethod

@@ -20,6 +20,7 @@ imported only inside methods.
 from __future__ import annotations
 
 import base64
+import copy
 import gc
 import logging
 from collections.abc import Callable
@@ -94,12 +95,12 @@ class VLLMBackend:
             log.info("%s: %s is DeepSeek-VL2; using hf_overrides=%s (its config.json names no architecture)",
                      self.key, s.model, hf_overrides)
         if hf_overrides:
-            kwargs["hf_overrides"] = dict(hf_overrides)
+            kwargs["hf_overrides"] = copy.deepcopy(hf_overrides)
         return kwargs
 
     def _mm_processor_kwargs(self) -> dict[str, Any]:
         s = self.spec
-        merged = dict(s.mm_processor_kwargs or {})
+        merged = copy.deepcopy(s.mm_processor_kwargs or {})
         if self.family != "qwen2-vl":
             return merged  # other processors take no pixel budget; the request images are already resized
         for name in ("min_pixels", "max_pixels"):
