@@ -79,7 +79,7 @@ class Annotator:
 
     def generate(self, requests: list[Request]) -> list[Response]:
         if self.backend is None:
-            self.backend = build_backend(self.spec)
+            self.backend = build_backend(self.spec, key=f"annotate.annotators.{self.name}")
         start = time.perf_counter()
         responses = self.backend.generate(requests)
         self.stats["backend_seconds"] += time.perf_counter() - start
@@ -208,6 +208,17 @@ class AnnotateStage:
         for a in self.annotators:
             a.stats.clear()
         return out
+
+    @staticmethod
+    def derive_stats(merged: dict) -> dict:
+        """Per annotator: images/s and generated tokens/s of its backend, failures by reason."""
+        for counters in merged.values():
+            seconds = counters.get("backend_seconds", 0) or 0
+            counters["images_per_s"] = round(counters.get("backend_requests", 0) / seconds, 3) if seconds else None
+            counters["tokens_per_s"] = round(counters.get("generated_tokens", 0) / seconds, 3) if seconds else None
+            counters["failures_by_reason"] = {k[len("failed_"):]: v for k, v in counters.items()
+                                              if k.startswith("failed_") and not k.startswith("failed_attempts_")}
+        return merged
 
     def close(self) -> None:
         for annotator in self.annotators:

@@ -163,15 +163,36 @@ def annotate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default")
         from fakeclue_builder.pipeline import run_row_stage
 
         stage = AnnotateStage(cfg.annotate, run_dir, only=model)
-        output = f"annotate/_{'+'.join(sorted(model))}" if model else None
+        output = f"annotate/_{'+'.join(sorted(model))}" if model else "annotate"
         try:
-            return run_row_stage("annotate", cfg.annotate, stage, run_dir, rank=rank, world_size=world_size,
-                                 force=force, progress=progress, before_write=before_write, output=output,
-                                 config_salt="+".join(sorted(model or [])))
+            summary = run_row_stage("annotate", cfg.annotate, stage, run_dir, rank=rank, world_size=world_size,
+                                    force=force, progress=progress, before_write=before_write, output=output,
+                                    config_salt="+".join(sorted(model or [])))
         finally:
             stage.close()
+        if summary.complete:
+            _print_annotator_stats(run_dir / output / "_stats.json")
+        return summary
 
     _run_stage("annotate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
+
+
+def _print_annotator_stats(stats_path: Path) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    extra = json.loads(stats_path.read_text()).get("extra", {})
+    table = Table(title="annotators")
+    for col in ("annotator", "ok", "failed by reason", "cache hits", "backend requests", "images/s", "tokens/s"):
+        table.add_column(col, justify="left" if col in ("annotator", "failed by reason") else "right")
+    for name, c in extra.items():
+        failures = ", ".join(f"{k}={v}" for k, v in sorted(c.get("failures_by_reason", {}).items())) or "-"
+        table.add_row(name, str(c.get("answers_ok", 0)), failures, str(c.get("cache_hits", 0)),
+                      str(c.get("backend_requests", 0)), str(c.get("images_per_s") or "-"),
+                      str(c.get("tokens_per_s") or "-"))
+    Console().print(table)
 
 
 def _print_balance(run_dir: Path) -> None:
@@ -298,9 +319,10 @@ app.add_typer(models_app, name="models")
 @models_app.command("make-tiny")
 def models_make_tiny(
     out_dir: Annotated[Path, typer.Argument(help="Folder to write the tiny models into (one subfolder each).")],
-    only: Annotated[Optional[list[str]], typer.Option(help="Build only these (eva02, sd, controlnet).")] = None,
+    only: Annotated[Optional[list[str]], typer.Option(help="Build only these (eva02, sd, controlnet, qwen2_vl, llava, qwen2_vl_alt).")] = None,
 ) -> None:
-    """Build tiny random models with the real architectures (EVA-02 classifier, Stable Diffusion, ControlNet)
+    """Build tiny random models with the real architectures (EVA-02 classifier, Stable Diffusion, ControlNet,
+    Qwen2-VL and LLaVA annotators)
     for offline demo runs
     and tests; their outputs are meaningless by design."""
     _setup_logging(quiet=False, verbose=False)

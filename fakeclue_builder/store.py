@@ -268,7 +268,7 @@ class StageRunner:
             self._run_shard(shard, fn, advance)
             summary.shards_run += 1
         self._remove_stale(len(shards))
-        self.finalize(summary)
+        self.finalize(summary, derive=getattr(fn, "derive_stats", None))
         return summary
 
     def _run_shard(self, shard: InputShard, fn: StageFn, advance: Callable | None) -> None:
@@ -311,8 +311,9 @@ class StageRunner:
                 if int(path.name.split("-")[1].split(".")[0]) >= n_shards:
                     path.unlink()
 
-    def finalize(self, summary: StageSummary) -> None:
-        """When every shard is done (by any rank): merge dropped parts, write `_stats.json`."""
+    def finalize(self, summary: StageSummary, derive: Callable[[dict], dict] | None = None) -> None:
+        """When every shard is done (by any rank): merge dropped parts, write `_stats.json` (the stage may
+        `derive` figures such as rates from its merged counters)."""
         manifest = self.dir.read_manifest()
         markers = [self.dir.read_marker(i) for i in range(manifest["n_shards"])]
         if any(m is None for m in markers):
@@ -337,7 +338,7 @@ class StageRunner:
             "timings": {"shard_seconds_total": round(summary.seconds, 3),
                         "shard_seconds_max": max((m["seconds"] for m in markers), default=0.0)},
             "config_hash": self.config_hash,
-            "extra": merge_counters(m.get("extra", {}) for m in markers),
+            "extra": (derive or (lambda x: x))(merge_counters(m.get("extra", {}) for m in markers)),
         })
 
     def _merge_dropped(self, n_shards: int) -> None:

@@ -45,7 +45,17 @@ def _controlnet(out_dir: Path) -> Path:
     return make_tiny_controlnet(out_dir, out_dir.parent / "sd")
 
 
-TINY_MODELS = {"eva02": make_tiny_eva02, "sd": _sd, "controlnet": _controlnet}
+def _vlm(family: str, seed: int = 0):
+    def build(out_dir: Path) -> Path:
+        from fakeclue_builder.tiny_vlms import TINY_VLMS
+
+        return TINY_VLMS[family](out_dir, seed=seed)
+
+    return build
+
+
+TINY_MODELS = {"eva02": make_tiny_eva02, "sd": _sd, "controlnet": _controlnet, "qwen2_vl": _vlm("qwen2_vl"),
+               "llava": _vlm("llava"), "qwen2_vl_alt": _vlm("qwen2_vl", seed=1)}
 
 
 def make_tiny(out_dir: Path, only: list[str] | None = None) -> dict[str, Path]:

@@ -27,8 +27,8 @@ class ScriptedBackend:
     scripts: dict[str, callable] = {}
     calls: list = []
 
-    def __init__(self, spec):
-        self.spec = spec
+    def __init__(self, spec, key=None):
+        self.spec, self.key = spec, key
 
     def generate(self, requests):
         out = []

@@ -95,10 +95,12 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def build_backend(spec: BackendSpec) -> Backend:
-    """Instantiate the backend class registered for `spec.backend` (imported only now)."""
+def build_backend(spec: BackendSpec, key: str | None = None) -> Backend:
+    """Instantiate the backend class registered for `spec.backend` (imported only now); `key` is the config
+    path used in error messages (e.g. annotate.annotators.qwen2_vl)."""
     module_name, cls_name = REGISTRY[spec.backend].split(":")
-    return getattr(importlib.import_module(module_name), cls_name)(spec)
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(spec) if key is None else cls(spec, key=key)
 
 
 def user_text(request: Request) -> str:
