@@ -70,6 +70,9 @@ def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return rank, world_size
 
 
+OPTIONAL_SECTIONS = {"synthesize"}  # a build without generators simply has no synthetic images
+
+
 def _load(config: Path | None, overrides: list[str] | None, run_dir: Path, section: str):
     from fakeclue_builder.config import load_build_config
 
@@ -77,6 +80,8 @@ def _load(config: Path | None, overrides: list[str] | None, run_dir: Path, secti
         cfg = load_build_config(config, overrides, variables={"run_dir": str(run_dir)})
     except ConfigError as e:
         _fail(str(e))
+    if getattr(cfg, section) is None and section in OPTIONAL_SECTIONS:
+        return cfg
     if getattr(cfg, section) is None:
         from pydantic import ValidationError
 
@@ -138,6 +143,9 @@ def synthesize(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default
     def body(cfg, rank, world_size, progress, before_write):
         from fakeclue_builder import synthesize as synthesize_stage
 
+        if cfg.synthesize is None:
+            _err_console().print("synthesize: the config has no `synthesize:` section; nothing to generate")
+            raise typer.Exit(0)
         summary = synthesize_stage.run(cfg.synthesize, run_dir, rank=rank, world_size=world_size, force=force,
                                        progress=progress, before_write=before_write)
         if summary.complete:
