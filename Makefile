@@ -34,6 +34,7 @@ bench: install
 	$(BIN)/python tests/bench/bench_categorize.py
 	$(BIN)/python tests/bench/bench_documents.py
 	$(BIN)/python tests/bench/bench_diffusion.py
+	$(BIN)/python tests/bench/bench_annotate.py
 
 # The demo profile reads demo sources generated offline into the run dir; other profiles read real data.
 demo-sources: install

@@ -187,7 +187,8 @@ class AnnotateStage:
         cached = self.cache.get_many(list(set(keys.values())))
         out = {i: (cached[keys[i]], True) for i in asked if keys[i] in cached}
         annotator.stats["cache_hits"] += len(out)
-        missing = [i for i in asked if i not in out]
+        # rows sharing a template share a long prompt prefix: send them together (vLLM's prefix cache)
+        missing = sorted((i for i in asked if i not in out), key=lambda i: (asked[i][1].messages[0]["content"][-1]["text"], i))
         size = annotator.spec.batch_size
         for start in range(0, len(missing), size):
             batch = missing[start : start + size]
