@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from fakeclue_builder.cli_output import print_annotator_stats, print_balance, print_quality, print_summary
 from fakeclue_builder.config import ConfigError
 
 app = typer.Typer(
@@ -114,7 +115,7 @@ def _run_stage(stage: str, config: Path | None, overrides: list[str] | None, run
             summary = body(cfg, rank, world_size, progress, write_resolved)
     except ConfigError as e:
         _fail(str(e))
-    _print_summary(summary, run_dir)
+    print_summary(summary, run_dir)
 
 
 @app.command()
@@ -149,7 +150,7 @@ def synthesize(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default
         summary = synthesize_stage.run(cfg.synthesize, run_dir, rank=rank, world_size=world_size, force=force,
                                        progress=progress, before_write=before_write)
         if summary.complete:
-            _print_balance(run_dir)
+            print_balance(run_dir)
         return summary
 
     _run_stage("synthesize", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
@@ -179,7 +180,7 @@ def annotate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default")
         finally:
             stage.close()
         if summary.complete:
-            _print_annotator_stats(run_dir / output / "_stats.json")
+            print_annotator_stats(run_dir / output / "_stats.json")
         return summary
 
     _run_stage("annotate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
@@ -204,61 +205,10 @@ def aggregate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"
         finally:
             stage.close()
         if summary.complete:
-            _print_quality(run_dir / "aggregate" / "_stats.json")
+            print_quality(run_dir / "aggregate" / "_stats.json")
         return summary
 
     _run_stage("aggregate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
-
-
-def _print_quality(stats_path: Path) -> None:
-    import json
-
-    from rich.console import Console
-
-    extra = json.loads(stats_path.read_text()).get("extra", {})
-    quality = extra.get("quality", {})
-    overall = quality.get("all", {})
-    console = Console()
-    console.print(f"merge: {extra.get('merge', {})}")
-    if overall:
-        alarm = overall.get("templated_alarm", {})
-        console.print(f"captions: {overall.get('n')}, median length {overall.get('length_words', {}).get('median')} "
-                      f"words, distinct-2 {overall.get('distinct_2')}, templated-caption alarm: {alarm.get('alarm')} "
-                      f"({alarm.get('n_templated', 0)} 8-grams shared by >= {alarm.get('threshold')} captions)")
-
-
-def _print_annotator_stats(stats_path: Path) -> None:
-    import json
-
-    from rich.console import Console
-    from rich.table import Table
-
-    extra = json.loads(stats_path.read_text()).get("extra", {})
-    table = Table(title="annotators")
-    for col in ("annotator", "ok", "failed by reason", "cache hits", "backend requests", "images/s", "tokens/s"):
-        table.add_column(col, justify="left" if col in ("annotator", "failed by reason") else "right")
-    for name, c in extra.items():
-        failures = ", ".join(f"{k}={v}" for k, v in sorted(c.get("failures_by_reason", {}).items())) or "-"
-        table.add_row(name, str(c.get("answers_ok", 0)), failures, str(c.get("cache_hits", 0)),
-                      str(c.get("backend_requests", 0)), str(c.get("images_per_s") or "-"),
-                      str(c.get("tokens_per_s") or "-"))
-    Console().print(table)
-
-
-def _print_balance(run_dir: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    from fakeclue_builder.store import StageDir
-    from fakeclue_builder.synthesize import balance
-
-    rows = [*StageDir(run_dir, "collect").iter_rows(), *StageDir(run_dir, "synthesize").iter_rows()]
-    table = Table(title="fake:real per category after synthesize (? = not categorized yet)")
-    for col in ("cate", "fake", "real"):
-        table.add_column(col, justify="left" if col == "cate" else "right")
-    for cate, counts in balance(rows).items():
-        table.add_row(cate, str(counts["fake"]), str(counts["real"]))
-    Console().print(table)
 
 
 @app.command()
@@ -323,19 +273,6 @@ def prompts_show(
     except ConfigError as e:
         _fail(str(e))
     typer.echo(text)
-
-
-def _print_summary(summary, run_dir: Path) -> None:
-    from rich.console import Console
-
-    console = Console()
-    if not summary.complete:
-        console.print(f"{summary.stage}: this rank's shards are done; the stage completes when every rank has run.")
-        return
-    reasons = ", ".join(f"{k}={v}" for k, v in summary.dropped_by_reason.most_common()) or "none"
-    console.print(f"[bold]{summary.stage}[/]: in={summary.rows_in} kept={summary.kept} dropped={summary.dropped} "
-                  f"({reasons}); shards run={summary.shards_run} skipped={summary.shards_skipped}")
-    console.print(f"output: {run_dir / summary.stage}  dropped rows: {run_dir / summary.stage / 'dropped.parquet'}")
 
 
 @app.command()
