@@ -156,6 +156,19 @@ def synthesize(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default
     _run_stage("synthesize", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
 
 
+def _run_closing_stage(name: str, section, stage, run_dir: Path, output: str, report, **kwargs):
+    """A row stage whose function holds models (closed afterwards) and whose `_stats.json` is reported."""
+    from fakeclue_builder.pipeline import run_row_stage
+
+    try:
+        summary = run_row_stage(name, section, stage, run_dir, output=output, **kwargs)
+    finally:
+        stage.close()
+    if summary.complete:
+        report(run_dir / output / "_stats.json")
+    return summary
+
+
 @app.command()
 def annotate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
              force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
@@ -169,19 +182,12 @@ def annotate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default")
 
     def body(cfg, rank, world_size, progress, before_write):
         from fakeclue_builder.annotate import AnnotateStage
-        from fakeclue_builder.pipeline import run_row_stage
 
         stage = AnnotateStage(cfg.annotate, run_dir, only=model)
         output = f"annotate/_{'+'.join(sorted(model))}" if model else "annotate"
-        try:
-            summary = run_row_stage("annotate", cfg.annotate, stage, run_dir, rank=rank, world_size=world_size,
-                                    force=force, progress=progress, before_write=before_write, output=output,
-                                    config_salt="+".join(sorted(model or [])))
-        finally:
-            stage.close()
-        if summary.complete:
-            print_annotator_stats(run_dir / output / "_stats.json")
-        return summary
+        return _run_closing_stage("annotate", cfg.annotate, stage, run_dir, output, print_annotator_stats,
+                                  rank=rank, world_size=world_size, force=force, progress=progress,
+                                  before_write=before_write, config_salt="+".join(sorted(model or [])))
 
     _run_stage("annotate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
 
@@ -196,17 +202,11 @@ def aggregate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"
 
     def body(cfg, rank, world_size, progress, before_write):
         from fakeclue_builder.aggregate import AggregateStage
-        from fakeclue_builder.pipeline import run_row_stage
 
         stage = AggregateStage(cfg.aggregate, run_dir)
-        try:
-            summary = run_row_stage("aggregate", cfg.aggregate, stage, run_dir, rank=rank, world_size=world_size,
-                                    force=force, progress=progress, before_write=before_write)
-        finally:
-            stage.close()
-        if summary.complete:
-            print_quality(run_dir / "aggregate" / "_stats.json")
-        return summary
+        return _run_closing_stage("aggregate", cfg.aggregate, stage, run_dir, "aggregate", print_quality,
+                                  rank=rank, world_size=world_size, force=force, progress=progress,
+                                  before_write=before_write)
 
     _run_stage("aggregate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
 
