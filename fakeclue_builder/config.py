@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from fakeclue_builder.backends.base import BackendSpec, SamplingSpec
 from fakeclue_builder.config_base import ConfigError, _Model  # noqa: F401 - re-exported

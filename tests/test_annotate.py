@@ -6,7 +6,6 @@ reason and retry path is exercised exactly; tests/test_annotate_e2e.py runs the 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest

@@ -15,7 +15,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Iterator
 
-from fakeclue_builder import images
 from fakeclue_builder.config import ConfigError
 from fakeclue_builder.records import FAKE, Row
 from fakeclue_builder.sources.base import LoadContext, Source

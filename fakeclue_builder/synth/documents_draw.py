@@ -187,7 +187,7 @@ def _equation_text(rng: random.Random) -> str:
     a, b = rng.sample("abcxyzkmnptuv", 2)
     k = [rng.randint(2, 9) for _ in range(3)]
     return rng.choice((
-        f"E = m c\u00b2", f"f({a}) = {k[0]}{a}\u00b2 + {k[1]}{a} \u2212 {k[2]}",
+        "E = m c\u00b2", f"f({a}) = {k[0]}{a}\u00b2 + {k[1]}{a} \u2212 {k[2]}",
         "L = \u2212\u03a3\u1d62 y\u1d62 log p\u1d62", "\u2207 \u00b7 E = \u03c1 / \u03b5\u2080",
         f"{a}\u209c\u208a\u2081 = {a}\u209c \u2212 \u03b7 \u2207L({a}\u209c)",
         "p(y | x) = exp(s\u1d67) / \u03a3\u2096 exp(s\u2096)",

@@ -95,6 +95,16 @@ def resolve_fonts(fonts: list[Path] | None) -> dict[str, Path | None]:
     return found
 
 
+def _cached(cache: dict, key, make):
+    """`cache[key]`, made on a miss; the cache is emptied when it outgrows _CACHE_LIMIT (bounded memory)."""
+    value = cache.get(key)
+    if value is None:
+        if len(cache) > _CACHE_LIMIT:
+            cache.clear()
+        value = cache[key] = make()
+    return value
+
+
 @dataclass
 class WordMask:
     mask: Image.Image | None  # L-mode coverage of the word; None for blank words
@@ -122,30 +132,19 @@ class FontBook:
         return self._fonts[key]
 
     def width(self, role: str, size: int, word: str) -> float:
-        key = (role, size, word)
-        w = self._widths.get(key)
-        if w is None:
-            if len(self._widths) > _CACHE_LIMIT:
-                self._widths.clear()
-            w = self._widths[key] = self.font(role, size).getlength(word)
-        return w
+        return _cached(self._widths, (role, size, word), lambda: self.font(role, size).getlength(word))
 
     def mask(self, role: str, size: int, word: str) -> WordMask:
-        key = (role, size, word)
-        m = self._masks.get(key)
-        if m is None:
-            if len(self._masks) > _CACHE_LIMIT:
-                self._masks.clear()
-            font = self.font(role, size)
-            x0, y0, x1, y1 = font.getbbox(word)
-            if x1 <= x0 or y1 <= y0:
-                m = WordMask(None, 0, 0)
-            else:
-                img = Image.new("L", (x1 - x0, y1 - y0), 0)
-                ImageDraw.Draw(img).text((-x0, -y0), word, fill=255, font=font)
-                m = WordMask(img, x0, y0)
-            self._masks[key] = m
-        return m
+        return _cached(self._masks, (role, size, word), lambda: self._render_mask(role, size, word))
+
+    def _render_mask(self, role: str, size: int, word: str) -> WordMask:
+        font = self.font(role, size)
+        x0, y0, x1, y1 = font.getbbox(word)
+        if x1 <= x0 or y1 <= y0:
+            return WordMask(None, 0, 0)
+        img = Image.new("L", (x1 - x0, y1 - y0), 0)
+        ImageDraw.Draw(img).text((-x0, -y0), word, fill=255, font=font)
+        return WordMask(img, x0, y0)
 
     def draw_line(self, page: Image.Image, xy: tuple[float, float], words: list[str], style: TextStyle,
                   extra: float = 0.0) -> list[tuple[int, int, int]]:
