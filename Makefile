@@ -9,13 +9,14 @@ CONFIG ?= stages/demo.yaml
 RUN_DIR ?= runs/demo
 ARGS ?=
 
-.PHONY: install test bench build-dataset demo-sources tiny-models collect synthesize categorize prompts annotate aggregate status clean-run help
+.PHONY: install test bench build-dataset demo-sources tiny-models collect synthesize categorize prompts annotate aggregate export push status clean-run help
 
 help:
 	@echo "make build-dataset   install, then run every dataset stage on CONFIG (default stages/demo.yaml, offline) into RUN_DIR"
 	@echo "make test            install, then run the test suite"
 	@echo "make bench           install, then run the collect benchmark (figures and ratios, not a test)"
-	@echo "make collect|synthesize|categorize|prompts|annotate|aggregate|status   one stage / the run's status (CONFIG=..., RUN_DIR=..., ARGS='--set collect.seed=1')"
+	@echo "make push REPO_ID=org/name [ARGS=--dry-run]   upload RUN_DIR/export to the Hugging Face Hub"
+	@echo "make collect|synthesize|categorize|prompts|annotate|aggregate|export|status   one stage / the run's status (CONFIG=..., RUN_DIR=..., ARGS='--set collect.seed=1')"
 
 install: $(VENV)/.installed
 
@@ -54,13 +55,17 @@ build-dataset: install
 	$(BIN)/fakeclue-builder prompts --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 	$(BIN)/fakeclue-builder annotate --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 	$(BIN)/fakeclue-builder aggregate --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
+	$(BIN)/fakeclue-builder export --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 	$(BIN)/fakeclue-builder status --run-dir $(RUN_DIR)
 
-collect synthesize categorize prompts annotate aggregate: install
+collect synthesize categorize prompts annotate aggregate export: install
 	$(BIN)/fakeclue-builder $@ --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 
 status: install
 	$(BIN)/fakeclue-builder status --run-dir $(RUN_DIR)
+
+push: install
+	$(BIN)/fakeclue-builder push --run-dir $(RUN_DIR) --repo-id $(REPO_ID) $(ARGS)
 
 clean-run:
 	rm -rf $(RUN_DIR)

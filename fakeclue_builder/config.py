@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from fakeclue_builder.backends.base import BackendSpec, SamplingSpec
 from fakeclue_builder.config_base import ConfigError, _Model  # noqa: F401 - re-exported
+from fakeclue_builder.config_export import ExportConfig  # noqa: F401 - re-exported
 from fakeclue_builder.config_synthesize import (  # noqa: F401 - re-exported
     ControlNetSpec,
     DiffusionGenerator,
@@ -252,6 +253,7 @@ class BuildConfig(_Model):
     prompts: PromptsConfig | None = Field(None, description="Prompts stage: category- and label-aware templates.")
     annotate: AnnotateConfig | None = Field(None, description="Annotate stage: the VLM annotators.")
     aggregate: AggregateConfig | None = Field(None, description="Aggregate stage: one explanation from the annotations.")
+    export: ExportConfig | None = Field(None, description="Export stage: split, Hub-ready Parquet, card, FakeClue json.")
 
 
 STAGE_SECTIONS = tuple(BuildConfig.model_fields)

@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from fakeclue_builder.config import ConfigError, stage_config_hash
 
-STAGE_ORDER = ("collect", "synthesize", "categorize", "prompts", "annotate", "aggregate")
+STAGE_ORDER = ("collect", "synthesize", "categorize", "prompts", "annotate", "aggregate", "export")
 # what each row stage reads; optional inputs (synthesize) are read when that stage has run
 INPUT_OF = {"categorize": ("collect", "synthesize"), "prompts": ("categorize",), "annotate": ("prompts",),
             "aggregate": ("annotate",)}

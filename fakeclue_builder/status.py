@@ -45,6 +45,10 @@ def stage_status(run_dir: Path, stage: str) -> StageStatus | None:
     status = _from_markers(stage, stage_dir, manifest["n_shards"])
     for sub in sorted(p for p in stage_dir.glob("_*") if (p / "_manifest.json").exists()):
         status.seconds += _from_markers(stage, sub, _read_json(sub / "_manifest.json")["n_shards"]).seconds
+    stats = _read_json(stage_dir / "_stats.json") if status.complete else None
+    if stats is not None:  # a finished stage's totals (export also counts rows it dropped before sharding)
+        status.rows_in, status.kept, status.dropped = stats["in"], stats["kept"], stats["dropped"]
+        status.dropped_by_reason = dict(sorted(stats["dropped_by_reason"].items(), key=lambda kv: -kv[1]))
     return status
 
 
