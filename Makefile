@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python tests/bench/bench_diffusion.py
 	$(BIN)/python tests/bench/bench_annotate.py
 	$(BIN)/python tests/bench/bench_aggregate.py
+	$(BIN)/python tests/bench/bench_export.py
 
 # The demo profile reads demo sources generated offline into the run dir; other profiles read real data.
 demo-sources: install

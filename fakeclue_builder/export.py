@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,7 +24,6 @@ from pathlib import Path
 
 from fakeclue_builder.config import ConfigError, ExportConfig, stage_config_hash
 from fakeclue_builder.consensus import VERDICT
-from fakeclue_builder.prompts import QUESTION
 from fakeclue_builder.records import CATEGORIES, Row
 from fakeclue_builder.split import TEST, TRAIN, leakage, split_rows
 
@@ -174,81 +172,15 @@ def plan_export(cfg: ExportConfig, run_dir: Path) -> ExportPlan:
 # ---------------------------------------------------------------------------------------------- pass 2: write
 
 
-def export_record(row: Row, data: bytes) -> dict:
-    """One output row (see features.py for the columns' types)."""
-    ok = [a for a in row.annotations or [] if a.get("ok")]
-    return {
-        "image": {"bytes": data, "path": image_name(row)}, "label": row.label, "cate": row.cate,
-        "question": QUESTION, "answer": row.caption, "image_id": row.image_id, "source": row.source,
-        "generator": row.generator, "source_path": row.source_path, "group_id": row.group_id,
-        "format": row.format, "width": row.width, "height": row.height, "n_bytes": row.n_bytes,
-        "annotators": [a["annotator"] for a in ok], "annotator_models": [a.get("model") or "" for a in ok],
-        "annotator_revisions": [a.get("revision") or "" for a in ok], "prompt_id": row.prompt_id,
-        "prompt_sha256": row.prompt_sha256, "aggregate_mode": row.aggregate_mode,
-    }
-
-
-def read_blob(row: Row, run_dir: Path, verify: str) -> bytes:
-    data = (run_dir / row.blob).read_bytes()
-    if len(data) != row.n_bytes or (verify == "sha256" and hashlib.sha256(data).hexdigest() != row.image_id):
-        raise RuntimeError(f"blob {row.blob} changed since the export was planned (size {len(data)}, expected "
-                           f"{row.n_bytes}); rerun 'fakeclue-builder export' (and collect if blobs were altered)")
-    return data
-
-
-class _ShardWriter:
-    """Row groups of one output shard into a temp file; `close` fsyncs, renames, writes the marker."""
-
-    def __init__(self, shard: OutputShard, out_dir: Path, row_group_size: int):
-        import pyarrow.parquet as pq
-
-        from fakeclue_builder.features import arrow_schema, parquet_options
-
-        self.shard, self.out_dir, self.row_group_size = shard, out_dir, row_group_size
-        self.path = out_dir / shard.name
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.schema = arrow_schema()
-        self.writer = pq.ParquetWriter(self.tmp, self.schema, **parquet_options())
-        self.buffer: list[dict] = []
-        self.rows = 0
-        self.started = time.monotonic()
-
-    def add(self, record: dict) -> None:
-        self.buffer.append(record)
-        self.rows += 1
-        if len(self.buffer) >= self.row_group_size:
-            self._flush()
-
-    def _flush(self) -> None:
-        import pyarrow as pa
-
-        if self.buffer:
-            self.writer.write_table(pa.Table.from_pylist(self.buffer, schema=self.schema))
-            self.buffer = []
-
-    def close(self, fingerprint: str) -> None:
-        from fakeclue_builder.store import atomic_write_json, fsync_dir
-
-        self._flush()
-        self.writer.close()
-        with open(self.tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(self.tmp, self.path)
-        fsync_dir(self.path.parent)
-        n = self.rows
-        atomic_write_json(self.out_dir / "_done" / f"part-{self.shard.marker:05d}", {
-            "file": self.shard.name, "fingerprint": fingerprint, "in": n, "kept": n, "dropped": 0,
-            "dropped_by_reason": {}, "bytes": self.path.stat().st_size,
-            "seconds": round(time.monotonic() - self.started, 3),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+def _marker_path(out_dir: Path, shard: OutputShard) -> Path:
+    return out_dir / "_done" / f"part-{shard.marker:05d}"
 
 
 def _is_current(out_dir: Path, shard: OutputShard, fingerprint: str) -> bool:
     import json
 
     try:
-        marker = json.loads((out_dir / "_done" / f"part-{shard.marker:05d}").read_text())
+        marker = json.loads(_marker_path(out_dir, shard).read_text())
     except (OSError, ValueError):
         return False
     return marker.get("fingerprint") == fingerprint and (out_dir / shard.name).is_file()
@@ -263,27 +195,41 @@ def _iter_full_rows(run_dir: Path):
 def write_shards(plan: ExportPlan, cfg: ExportConfig, run_dir: Path, config_hash: str, on_row=None,
                  layout=None) -> tuple[int, int]:
     """Pass 2: stream full rows, write every output shard that is not current. Returns (run, skipped)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fakeclue_builder.export_writer import Buffers, ShardWriter, export_record
+
     out_dir = run_dir / STAGE
     todo = {s.marker for s in plan.shards if not _is_current(out_dir, s, s.fingerprint(config_hash))}
     remaining = {s.marker: len(s.image_ids) for s in plan.shards}
-    open_writers: dict[int, _ShardWriter] = {}
-    for row in _iter_full_rows(run_dir):
-        shard = plan.shard_of.get(row.image_id)
-        if shard is None:  # dropped in pass 1
-            continue
-        if layout is not None:
-            layout.add(row, plan.split[row.image_id])
-        if shard.marker in todo:
-            writer = open_writers.get(shard.marker)
-            if writer is None:
-                writer = open_writers[shard.marker] = _ShardWriter(shard, out_dir, cfg.row_group_size)
-            writer.add(export_record(row, read_blob(row, run_dir, cfg.verify)))
-        remaining[shard.marker] -= 1
-        if remaining[shard.marker] == 0 and shard.marker in open_writers:
-            open_writers.pop(shard.marker).close(shard.fingerprint(config_hash))
-        if on_row:
-            on_row(row)
-    if any(remaining.values()) or open_writers:
+    writers: dict[int, ShardWriter] = {}
+    commits, buffers = [], Buffers()
+    with ThreadPoolExecutor(1, thread_name_prefix="export-read") as reader, \
+            ThreadPoolExecutor(1, thread_name_prefix="export-commit") as closer:
+        try:
+            for row in _iter_full_rows(run_dir):
+                shard = plan.shard_of.get(row.image_id)
+                if shard is None:  # dropped in pass 1
+                    continue
+                if layout is not None:
+                    layout.add(row, plan.split[row.image_id])
+                if shard.marker in todo:
+                    if shard.marker not in writers:
+                        writers[shard.marker] = ShardWriter(out_dir / shard.name, _marker_path(out_dir, shard),
+                                                            cfg.row_group_size, cfg.verify, reader, buffers)
+                    writers[shard.marker].add(export_record(row, image_name(row)), run_dir / row.blob, row.n_bytes)
+                remaining[shard.marker] -= 1
+                if remaining[shard.marker] == 0 and shard.marker in writers:
+                    commits.append(writers.pop(shard.marker).close(
+                        {"file": shard.name, "fingerprint": shard.fingerprint(config_hash)}, closer))
+                if on_row:
+                    on_row(row)
+        finally:
+            for writer in writers.values():  # unfinished (an error): no marker, temp file removed
+                writer.abort()
+        for commit in commits:
+            commit.result()  # re-raises a failed fsync/rename
+    if any(remaining.values()) or writers:
         raise RuntimeError(f"{INPUT}'s output changed while exporting; rerun 'fakeclue-builder export'")
     return len(todo), len(plan.shards) - len(todo)
 

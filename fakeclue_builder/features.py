@@ -1,7 +1,9 @@
-"""The exported columns: HF `datasets` features (embedded in every Parquet shard) and Parquet write options."""
+"""The exported columns: the HF `datasets` features (embedded in every Parquet shard's metadata, written out
+here so that exporting never imports `datasets`), the card's YAML form of them, and Parquet write options."""
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 
 LABEL_NAMES = ["fake", "real"]  # ClassLabel: 0 = fake, 1 = real, as in FakeClue
@@ -28,34 +30,44 @@ COLUMN_DOCS = {
     "prompt_id": "the annotation prompt template", "prompt_sha256": "sha256 of the rendered prompt",
     "aggregate_mode": "consensus or llm",
 }
+# `datasets`' serialized form of each type ("Sequence" is read by datasets 2.x-3.x and, as List, by 4.x+)
+_HF_TYPES = {
+    "image": {"_type": "Image"},
+    "label": {"names": LABEL_NAMES, "_type": "ClassLabel"},
+    "string": {"dtype": "string", "_type": "Value"},
+    "int64": {"dtype": "int64", "_type": "Value"},
+    "strings": {"feature": {"dtype": "string", "_type": "Value"}, "_type": "Sequence"},
+}
+_YAML_TYPES = {
+    "image": {"dtype": "image"},
+    "label": {"dtype": {"class_label": {"names": {str(i): n for i, n in enumerate(LABEL_NAMES)}}}},
+    "string": {"dtype": "string"},
+    "int64": {"dtype": "int64"},
+    "strings": {"sequence": "string"},
+}
 
 
 @lru_cache(maxsize=1)
-def features():
-    """The `datasets.Features` of an export row."""
-    import datasets
-
-    kinds = {"image": datasets.Image(), "label": datasets.ClassLabel(names=LABEL_NAMES),
-             "string": datasets.Value("string"), "int64": datasets.Value("int64"),
-             "strings": datasets.List(datasets.Value("string"))}
-    spec = {name: kinds[kind] for name, kind in COLUMNS}
-    return datasets.Features(spec)
-
-
 def arrow_schema():
     """pyarrow schema with the HF features in its metadata (what `datasets` reads back as Image/ClassLabel)."""
-    return features().arrow_schema
+    import pyarrow as pa
+
+    types = {"image": pa.struct([("bytes", pa.binary()), ("path", pa.string())]), "label": pa.int64(),
+             "string": pa.string(), "int64": pa.int64(), "strings": pa.list_(pa.string())}
+    features = {name: _HF_TYPES[kind] for name, kind in COLUMNS}
+    metadata = {"huggingface": json.dumps({"info": {"features": features}})}
+    return pa.schema([(name, types[kind]) for name, kind in COLUMNS], metadata=metadata)
 
 
 def parquet_options() -> dict:
-    """Image bytes are stored as they are (already compressed; no dictionary, no min/max statistics);
-    everything else zstd with dictionaries and statistics."""
-    other = [name for name in arrow_schema().names if name != "image"]
-    columns = ["image.path"] + [f"{name}.list.element" if name in LIST_COLUMNS else name for name in other]
-    compression = {"image.bytes": "NONE", **{c: "ZSTD" for c in columns}}
-    return {"compression": compression, "use_dictionary": columns, "write_statistics": columns}
+    """Image bytes are stored as they are (already compressed; no dictionary, no min/max statistics, large
+    data pages: small pages cost a copy each); everything else zstd with dictionaries and statistics."""
+    columns = ["image.path"] + [f"{name}.list.element" if kind == "strings" else name
+                                for name, kind in COLUMNS if name != "image"]
+    return {"compression": {"image.bytes": "NONE", **{c: "ZSTD" for c in columns}}, "use_dictionary": columns,
+            "write_statistics": columns, "data_page_size": 64 << 20}
 
 
-def yaml_features() -> list:
-    """The card's `dataset_info.features` (the Hub's YAML form of the features)."""
-    return features()._to_yaml_list()
+def yaml_features() -> list[dict]:
+    """The card's `dataset_info.features` (the Hub's YAML form)."""
+    return [{"name": name, **_YAML_TYPES[kind]} for name, kind in COLUMNS]

@@ -253,3 +253,22 @@ def test_export_before_aggregate_is_a_clear_error(tmp_path):
 
     with pytest.raises(ConfigError, match="run 'fakeclue-builder aggregate"):
         export_run(ExportConfig(), tmp_path)
+
+
+def test_features_written_by_hand_are_what_datasets_reads():
+    import datasets
+
+    from fakeclue_builder.features import arrow_schema, yaml_features
+
+    expected = datasets.Features({
+        "image": datasets.Image(), "label": datasets.ClassLabel(names=["fake", "real"]),
+        **{name: datasets.Value("string") for name in ("cate", "question", "answer", "image_id", "source",
+                                                       "generator", "source_path", "group_id", "format")},
+        **{name: datasets.Value("int64") for name in ("width", "height", "n_bytes")},
+        **{name: datasets.List(datasets.Value("string"))
+           for name in ("annotators", "annotator_models", "annotator_revisions")},
+        **{name: datasets.Value("string") for name in ("prompt_id", "prompt_sha256", "aggregate_mode")},
+    })
+    assert datasets.Features.from_arrow_schema(arrow_schema()) == expected
+    assert datasets.Features._from_yaml_list(yaml_features()) == expected
+    assert arrow_schema().names == list(expected)

@@ -1,0 +1,165 @@
+"""Writing one export shard: row groups whose image bytes are read straight from the blob store into one
+buffer (no per-image copies, never decoded), in a reader thread while the previous group is being written."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fakeclue_builder.prompts import QUESTION
+from fakeclue_builder.records import Row
+
+GROUP_BYTES = 64 << 20  # a row group also ends here (binary offsets are 32-bit; memory stays bounded)
+
+
+class BlobChanged(RuntimeError):
+    """A blob no longer matches its row (size, or sha256 with verify=sha256)."""
+
+
+def export_record(row: Row, name: str) -> dict:
+    """One output row without the image bytes (see features.py for the columns' types)."""
+    ok = [a for a in row.annotations or [] if a.get("ok")]
+    return {
+        "image_path": name, "label": row.label, "cate": row.cate, "question": QUESTION, "answer": row.caption,
+        "image_id": row.image_id, "source": row.source, "generator": row.generator, "source_path": row.source_path,
+        "group_id": row.group_id, "format": row.format, "width": row.width, "height": row.height,
+        "n_bytes": row.n_bytes, "annotators": [a["annotator"] for a in ok],
+        "annotator_models": [a.get("model") or "" for a in ok],
+        "annotator_revisions": [a.get("revision") or "" for a in ok], "prompt_id": row.prompt_id,
+        "prompt_sha256": row.prompt_sha256, "aggregate_mode": row.aggregate_mode,
+    }
+
+
+@dataclass
+class Group:
+    records: list[dict] = field(default_factory=list)
+    blobs: list[tuple[Path, int, str]] = field(default_factory=list)  # (path, size, image_id)
+    n_bytes: int = 0
+
+
+class Buffers:
+    """Two reusable byte buffers: one being filled by the reader while the other's group is written (fresh
+    allocations would page-fault every byte once more)."""
+
+    def __init__(self) -> None:
+        self.free: list = []
+
+    def take(self, size: int):
+        import numpy as np
+
+        buf = self.free.pop() if self.free else np.empty(0, dtype=np.uint8)
+        return buf if buf.size >= size else np.empty(max(size, GROUP_BYTES // 4), dtype=np.uint8)
+
+    def give(self, buf) -> None:
+        if len(self.free) < 2:
+            self.free.append(buf)
+
+
+def read_group(group: Group, verify: str, buffers: Buffers):
+    """(Arrow binary array, buffer): the group's image bytes read with readinto into one reused buffer."""
+    import numpy as np
+    import pyarrow as pa
+
+    buf = buffers.take(group.n_bytes)
+    view = memoryview(buf)
+    offsets = np.zeros(len(group.blobs) + 1, dtype=np.int32)
+    at = 0
+    for i, (path, size, image_id) in enumerate(group.blobs):
+        with open(path, "rb", buffering=0) as f:
+            got = f.readinto(view[at:at + size])
+            extra = f.read(1)
+        if got != size or extra:
+            raise BlobChanged(f"blob {path} changed since the export was planned (expected {size} bytes); "
+                              "rerun 'fakeclue-builder export' (and collect if blobs were altered)")
+        if verify == "sha256" and hashlib.sha256(view[at:at + size]).hexdigest() != image_id:
+            raise BlobChanged(f"blob {path} does not hash to its image_id {image_id}: the blob store is corrupt; "
+                              "rerun collect with --force for the affected source")
+        at += size
+        offsets[i + 1] = at
+    data = pa.Array.from_buffers(pa.binary(), len(group.blobs), [None, pa.py_buffer(offsets), pa.py_buffer(buf)])
+    return data, buf
+
+
+class ShardWriter:
+    """Row groups of one output shard into a temp file; `close` fsyncs, renames, and writes the done-marker."""
+
+    def __init__(self, path: Path, marker: Path, row_group_size: int, verify: str, reader: ThreadPoolExecutor,
+                 buffers: Buffers):
+        import pyarrow.parquet as pq
+
+        from fakeclue_builder.features import arrow_schema, parquet_options
+
+        self.path, self.marker, self.row_group_size, self.verify = path, marker, row_group_size, verify
+        self.reader, self.buffers = reader, buffers
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        self.schema = arrow_schema()
+        self.writer = pq.ParquetWriter(self.tmp, self.schema, **parquet_options())
+        self.writeback_fd = os.open(self.tmp, os.O_RDONLY)  # to start the disk writes early (see _write_pending)
+        self.group = Group()
+        self.pending: tuple[Group, Future] | None = None
+        self.rows = 0
+        self.started = time.monotonic()
+
+    def add(self, record: dict, blob: Path, size: int) -> None:
+        self.group.records.append(record)
+        self.group.blobs.append((blob, size, record["image_id"]))
+        self.group.n_bytes += size
+        self.rows += 1
+        if len(self.group.records) >= self.row_group_size or self.group.n_bytes >= GROUP_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Start reading this group's bytes; meanwhile write the group read before it."""
+        if self.group.records:
+            group, self.group = self.group, Group()
+            future = self.reader.submit(read_group, group, self.verify, self.buffers)
+            self._write_pending()
+            self.pending = (group, future)
+
+    def _write_pending(self) -> None:
+        import pyarrow as pa
+
+        if self.pending is None:
+            return
+        group, future = self.pending
+        self.pending = None
+        data, buf = future.result()
+        paths = pa.array([r.pop("image_path") for r in group.records], pa.string())
+        image = pa.StructArray.from_arrays([data, paths], fields=list(self.schema.field("image").type))
+        rest = pa.Table.from_pylist(group.records, schema=self.schema.remove(0))
+        self.writer.write_table(pa.Table.from_arrays([image, *rest.columns], schema=self.schema))
+        del data, image  # the writer has copied the bytes: the buffer can be filled again
+        self.buffers.give(buf)
+        if hasattr(os, "posix_fadvise"):  # Linux starts writing the dirty pages back now, not at fsync
+            os.posix_fadvise(self.writeback_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+
+    def close(self, marker: dict, closer: ThreadPoolExecutor) -> Future:
+        """Write what is left; the fsync, rename and done-marker run on `closer` (overlapping the next shard)."""
+        self._flush()
+        self._write_pending()
+        self.writer.close()
+        return closer.submit(self._commit, marker)
+
+    def _commit(self, marker: dict) -> None:
+        from fakeclue_builder.store import atomic_write_json, fsync_dir
+
+        try:
+            os.fsync(self.writeback_fd)
+        finally:
+            os.close(self.writeback_fd)
+        os.replace(self.tmp, self.path)
+        fsync_dir(self.path.parent)
+        atomic_write_json(self.marker, {**marker, "in": self.rows, "kept": self.rows, "dropped": 0,
+                                        "dropped_by_reason": {}, "bytes": self.path.stat().st_size,
+                                        "seconds": round(time.monotonic() - self.started, 3),
+                                        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+
+    def abort(self) -> None:
+        self.writer.close()
+        os.close(self.writeback_fd)
+        self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,107 @@
+"""Export benchmark (`make bench`): figures and ratios measured in one run, never a test.
+
+Over the 5,000 generated images of the collect benchmark (collected, then given a category and a caption so
+they form a finished aggregate stage), with every file in the page cache:
+- `fakeclue-builder export` wall time and peak RSS (process tree);
+- `cp -r` of the same blobs (the floor: read + write every byte once);
+- the `datasets` path: `load_dataset("imagefolder")` -> `to_parquet` of the same images.
+
+Goals (issue #7): export >= 2x faster than the datasets path, >= 0.5x the speed of cp, peak RSS <= 400 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_collect import EXE, _collect, _link_subset, _run_sampled, _warm  # noqa: E402
+
+from fakeclue_builder.demo import make_bench_images  # noqa: E402
+
+DATASETS_PATH = """
+import sys
+import datasets
+ds = datasets.load_dataset("imagefolder", data_dir=sys.argv[1], split="train", cache_dir=sys.argv[2])
+ds.to_parquet(sys.argv[3])
+"""
+
+
+def _make_aggregate(run_dir: Path) -> int:
+    """Turn a finished collect into a finished aggregate stage: a category and a caption per row."""
+    from fakeclue_builder.consensus import VERDICT
+    from fakeclue_builder.records import CATEGORIES
+    from fakeclue_builder.store import StageDir, StageRunner, shard_rows
+
+    rows = list(StageDir(run_dir, "collect").iter_rows())
+    for i, row in enumerate(rows):
+        row.cate = CATEGORIES[1 + i % 4]
+        row.caption = f"{VERDICT[row.label]} Texture: benchmark caption number {i}; lighting: consistent."
+        row.annotations = [{"annotator": "bench", "model": "bench/model", "revision": "0", "ok": True}]
+    shutil.rmtree(run_dir / "aggregate", ignore_errors=True)
+    StageRunner(run_dir, "aggregate", "bench").run(shard_rows(rows, 500), lambda it: iter(list(it)))
+    return len(rows)
+
+
+def _timed(cmd: list[str] | str, **kwargs) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, **kwargs)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("bench-out"), help="Work directory (images are cached).")
+    parser.add_argument("--n", type=int, default=5000, help="Images.")
+    args = parser.parse_args()
+    work = args.out
+    work.mkdir(parents=True, exist_ok=True)
+    pool = make_bench_images(work / "images", args.n, seed=0)
+    subset = _link_subset(pool, args.n, work / f"subset-{args.n}")
+    _collect(subset, work, f"export-{args.n}", workers=2, sample_rss=False)
+    run_dir = work / f"run-export-{args.n}"
+    n_rows = _make_aggregate(run_dir)
+    blobs = sorted(p for p in (run_dir / "blobs").rglob("*") if p.is_file())
+    total_mb = sum(p.stat().st_size for p in blobs) / 2**20
+    _warm(blobs)
+
+    copy_dir = work / "cp-blobs"
+    shutil.rmtree(copy_dir, ignore_errors=True)
+    cp_s = _timed(["cp", "-r", str(run_dir / "blobs"), str(copy_dir)])
+    shutil.rmtree(copy_dir)
+
+    hf_out, hf_cache = work / "datasets-path.parquet", work / "hf-cache"
+    shutil.rmtree(hf_cache, ignore_errors=True)
+    env = {**os.environ, "HF_DATASETS_OFFLINE": "1", "HF_HUB_OFFLINE": "1"}
+    hf_s = _timed([sys.executable, "-c", DATASETS_PATH, str(subset), str(hf_cache), str(hf_out)], env=env)
+    shutil.rmtree(hf_cache, ignore_errors=True)
+    hf_out.unlink(missing_ok=True)
+
+    shutil.rmtree(run_dir / "export", ignore_errors=True)
+    export_s, rss = _run_sampled([*EXE, "export", "-q", "--run-dir", str(run_dir),
+                                  "--set", "export.test_size=500"], sample_rss=True)
+    stats = json.loads((run_dir / "export" / "_stats.json").read_text())
+    assert stats["kept"] + stats["dropped"] == stats["in"] == n_rows, stats
+    noop_s, _ = _run_sampled([*EXE, "export", "-q", "--run-dir", str(run_dir), "--set", "export.test_size=500"],
+                             sample_rss=False)
+
+    print(f"\n== export: {n_rows} images, {total_mb:.0f} MB of blobs, files in the page cache")
+    print(f"cp -r blobs               {cp_s:7.2f} s   {total_mb / cp_s:7.0f} MB/s")
+    print(f"datasets imagefolder->pq  {hf_s:7.2f} s   {total_mb / hf_s:7.0f} MB/s")
+    print(f"fakeclue-builder export   {export_s:7.2f} s   {total_mb / export_s:7.0f} MB/s   "
+          f"({stats['shards']} shards, train {stats['extra']['splits']['train']}, "
+          f"test {stats['extra']['splits']['test']}; peak RSS {rss:.0f} MB)")
+    print(f"speed-up over the datasets path: {hf_s / export_s:.2f}x   (goal >= 2)")
+    print(f"speed relative to cp:            {cp_s / export_s:.2f}x   (goal >= 0.5)")
+    print(f"peak RSS                          {rss:.0f} MB  (goal <= 400 MB)")
+    print(f"no-op rerun (every shard current) {noop_s:.2f} s")
+
+
+if __name__ == "__main__":
+    main()
