@@ -254,6 +254,12 @@ def _register_commands() -> None:
     from fakeclue_builder import cli_export
 
     cli_export.register(app)
+    from fakeclue_builder import cli_train
+
+    cli_train.register(app)
+    from fakeclue_builder import cli_evaluate
+
+    cli_evaluate.register(app)
 
 
 _register_commands()

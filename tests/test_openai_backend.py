@@ -72,6 +72,10 @@ class ScriptedServer:
                 try:
                     reply = server.script(index, call)
                     time.sleep(reply.delay_s)
+                finally:  # done before answering: a client may send its next request as soon as it reads this one
+                    with server.lock:
+                        server.in_flight -= 1
+                try:
                     body = reply.body if isinstance(reply.body, bytes) else json.dumps(reply.body).encode()
                     self.send_response(reply.status)
                     for name, value in {"Content-Type": "application/json", **reply.headers}.items():
@@ -81,9 +85,6 @@ class ScriptedServer:
                     self.wfile.write(body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client timed out and hung up
-                finally:
-                    with server.lock:
-                        server.in_flight -= 1
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
