@@ -19,14 +19,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-import pyarrow.parquet as pq
-
 from fakeclue_builder.config import CollectConfig, stage_config_hash
 from fakeclue_builder.dedup import Decision, Deduplicator
 from fakeclue_builder.records import FAKE, REAL, Row
 from fakeclue_builder.probe import ProbePool
 from fakeclue_builder.sources.base import Source, build_source
-from fakeclue_builder.store import InputShard, StageDir, StageRunner, StageSummary, shard_rows, sweep_stale_temp
+from fakeclue_builder.store import (InputShard, StageDir, StageRunner, StageSummary, read_table, shard_rows,
+                                    sweep_stale_temp)
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +97,7 @@ def _probe_table(probe: StageDir) -> list[dict]:
     rows: list[dict] = []
     for shard in probe.as_inputs(include_dropped=True):
         for path in (probe.shard_path(shard.index), probe.dropped_part(shard.index)):
-            rows.extend(pq.read_table(path, columns=_SELECT_COLUMNS).to_pylist())
+            rows.extend(read_table(path, columns=_SELECT_COLUMNS).to_pylist())
     return rows
 
 

@@ -33,6 +33,7 @@ STAGE = "export"
 INPUT = "aggregate"
 PLAN_COLUMNS = ["image_id", "source", "source_path", "label", "cate", "group_id", "phash", "blob", "n_bytes",
                 "caption", "generator", "format", "width", "height"]
+WRITE_COLUMNS = PLAN_COLUMNS + ["annotations", "prompt_id", "prompt_sha256", "aggregate_mode"]
 FORMAT_EXT = {"JPEG": ".jpg", "PNG": ".png", "WEBP": ".webp", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif"}
 
 
@@ -81,9 +82,7 @@ def image_name(row: Row) -> str:
 
 
 def _read_plan_rows(run_dir: Path) -> list[Row]:
-    import pyarrow.parquet as pq
-
-    from fakeclue_builder.store import StageDir
+    from fakeclue_builder.store import StageDir, read_table
 
     stage = StageDir(run_dir, INPUT)
     if not stage.is_complete():
@@ -91,7 +90,7 @@ def _read_plan_rows(run_dir: Path) -> list[Row]:
                           f"run 'fakeclue-builder {INPUT} --run-dir {run_dir}' first")
     rows: list[Row] = []
     for i in range(stage.read_manifest()["n_shards"]):
-        for record in pq.read_table(stage.shard_path(i), columns=PLAN_COLUMNS).to_pylist():
+        for record in read_table(stage.shard_path(i), columns=PLAN_COLUMNS).to_pylist():
             rows.append(Row(**record))
     return rows
 
@@ -186,10 +185,14 @@ def _is_current(out_dir: Path, shard: OutputShard, fingerprint: str) -> bool:
     return marker.get("fingerprint") == fingerprint and (out_dir / shard.name).is_file()
 
 
-def _iter_full_rows(run_dir: Path):
-    from fakeclue_builder.store import StageDir
+def _iter_export_rows(run_dir: Path):
+    """aggregate's rows with the columns the export writes (not prompts, scores, claims: less to convert)."""
+    from fakeclue_builder.records import table_to_rows
+    from fakeclue_builder.store import StageDir, read_table
 
-    yield from StageDir(run_dir, INPUT).iter_rows()
+    stage = StageDir(run_dir, INPUT)
+    for i in range(stage.read_manifest()["n_shards"]):
+        yield from table_to_rows(read_table(stage.shard_path(i), columns=WRITE_COLUMNS))
 
 
 def write_shards(plan: ExportPlan, cfg: ExportConfig, run_dir: Path, config_hash: str, on_row=None,
@@ -207,7 +210,7 @@ def write_shards(plan: ExportPlan, cfg: ExportConfig, run_dir: Path, config_hash
     with ThreadPoolExecutor(1, thread_name_prefix="export-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="export-commit") as closer:
         try:
-            for row in _iter_full_rows(run_dir):
+            for row in _iter_export_rows(run_dir):
                 shard = plan.shard_of.get(row.image_id)
                 if shard is None:  # dropped in pass 1
                     continue
@@ -216,12 +219,13 @@ def write_shards(plan: ExportPlan, cfg: ExportConfig, run_dir: Path, config_hash
                 if shard.marker in todo:
                     if shard.marker not in writers:
                         writers[shard.marker] = ShardWriter(out_dir / shard.name, _marker_path(out_dir, shard),
-                                                            cfg.row_group_size, cfg.verify, reader, buffers)
+                                                            cfg.row_group_size, cfg.verify, reader, buffers,
+                                                            closer)
                     writers[shard.marker].add(export_record(row, image_name(row)), run_dir / row.blob, row.n_bytes)
                 remaining[shard.marker] -= 1
                 if remaining[shard.marker] == 0 and shard.marker in writers:
                     commits.append(writers.pop(shard.marker).close(
-                        {"file": shard.name, "fingerprint": shard.fingerprint(config_hash)}, closer))
+                        {"file": shard.name, "fingerprint": shard.fingerprint(config_hash)}))
                 if on_row:
                     on_row(row)
         finally:

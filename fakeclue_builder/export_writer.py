@@ -13,7 +13,7 @@ from pathlib import Path
 from fakeclue_builder.prompts import QUESTION
 from fakeclue_builder.records import Row
 
-GROUP_BYTES = 64 << 20  # a row group also ends here (binary offsets are 32-bit; memory stays bounded)
+GROUP_BYTES = 24 << 20  # a row group also ends here (binary offsets are 32-bit; memory stays bounded)
 
 
 class BlobChanged(RuntimeError):
@@ -84,24 +84,35 @@ def read_group(group: Group, verify: str, buffers: Buffers):
     return data, buf
 
 
+def group_table(group: Group, verify: str, buffers: Buffers, schema):
+    """(the group's Arrow table, its byte buffer): built in the reader thread, written by the main one."""
+    import pyarrow as pa
+
+    data, buf = read_group(group, verify, buffers)
+    paths = pa.array([r.pop("image_path") for r in group.records], pa.string())
+    image = pa.StructArray.from_arrays([data, paths], fields=list(schema.field("image").type))
+    rest = pa.Table.from_pylist(group.records, schema=schema.remove(0))
+    return pa.Table.from_arrays([image, *rest.columns], schema=schema), buf
+
+
 class ShardWriter:
     """Row groups of one output shard into a temp file; `close` fsyncs, renames, and writes the done-marker."""
 
     def __init__(self, path: Path, marker: Path, row_group_size: int, verify: str, reader: ThreadPoolExecutor,
-                 buffers: Buffers):
+                 buffers: Buffers, closer: ThreadPoolExecutor):
         import pyarrow.parquet as pq
 
         from fakeclue_builder.features import arrow_schema, parquet_options
 
         self.path, self.marker, self.row_group_size, self.verify = path, marker, row_group_size, verify
-        self.reader, self.buffers = reader, buffers
+        self.reader, self.buffers, self.closer = reader, buffers, closer  # closer: writeback, fsync, rename
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self.schema = arrow_schema()
         self.writer = pq.ParquetWriter(self.tmp, self.schema, **parquet_options())
         self.writeback_fd = os.open(self.tmp, os.O_RDONLY)  # to start the disk writes early (see _write_pending)
         self.group = Group()
-        self.pending: tuple[Group, Future] | None = None
+        self.pending: Future | None = None
         self.rows = 0
         self.started = time.monotonic()
 
@@ -117,33 +128,27 @@ class ShardWriter:
         """Start reading this group's bytes; meanwhile write the group read before it."""
         if self.group.records:
             group, self.group = self.group, Group()
-            future = self.reader.submit(read_group, group, self.verify, self.buffers)
+            future = self.reader.submit(group_table, group, self.verify, self.buffers, self.schema)
             self._write_pending()
-            self.pending = (group, future)
+            self.pending = future
 
     def _write_pending(self) -> None:
-        import pyarrow as pa
-
         if self.pending is None:
             return
-        group, future = self.pending
+        table, buf = self.pending.result()
         self.pending = None
-        data, buf = future.result()
-        paths = pa.array([r.pop("image_path") for r in group.records], pa.string())
-        image = pa.StructArray.from_arrays([data, paths], fields=list(self.schema.field("image").type))
-        rest = pa.Table.from_pylist(group.records, schema=self.schema.remove(0))
-        self.writer.write_table(pa.Table.from_arrays([image, *rest.columns], schema=self.schema))
-        del data, image  # the writer has copied the bytes: the buffer can be filled again
+        self.writer.write_table(table)
+        del table  # the writer has copied the bytes: the buffer can be filled again
         self.buffers.give(buf)
         if hasattr(os, "posix_fadvise"):  # Linux starts writing the dirty pages back now, not at fsync
-            os.posix_fadvise(self.writeback_fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            self.closer.submit(os.posix_fadvise, self.writeback_fd, 0, 0, os.POSIX_FADV_DONTNEED)
 
-    def close(self, marker: dict, closer: ThreadPoolExecutor) -> Future:
+    def close(self, marker: dict) -> Future:
         """Write what is left; the fsync, rename and done-marker run on `closer` (overlapping the next shard)."""
         self._flush()
         self._write_pending()
         self.writer.close()
-        return closer.submit(self._commit, marker)
+        return self.closer.submit(self._commit, marker)
 
     def _commit(self, marker: dict) -> None:
         from fakeclue_builder.store import atomic_write_json, fsync_dir
@@ -161,5 +166,5 @@ class ShardWriter:
 
     def abort(self) -> None:
         self.writer.close()
-        os.close(self.writeback_fd)
+        self.closer.submit(os.close, self.writeback_fd).result()  # after any writeback queued for it
         self.tmp.unlink(missing_ok=True)

@@ -60,12 +60,12 @@ def arrow_schema():
 
 
 def parquet_options() -> dict:
-    """Image bytes are stored as they are (already compressed; no dictionary, no min/max statistics, large
-    data pages: small pages cost a copy each); everything else zstd with dictionaries and statistics."""
+    """Image bytes are stored as they are (already compressed; no dictionary, no min/max statistics);
+    everything else zstd with dictionaries and statistics."""
     columns = ["image.path"] + [f"{name}.list.element" if kind == "strings" else name
                                 for name, kind in COLUMNS if name != "image"]
     return {"compression": {"image.bytes": "NONE", **{c: "ZSTD" for c in columns}}, "use_dictionary": columns,
-            "write_statistics": columns, "data_page_size": 64 << 20}
+            "write_statistics": columns}
 
 
 def yaml_features() -> list[dict]:
