@@ -9,12 +9,13 @@ CONFIG ?= stages/demo.yaml
 RUN_DIR ?= runs/demo
 ARGS ?=
 
-.PHONY: install test bench build-dataset demo-sources tiny-models collect synthesize categorize prompts annotate aggregate export push train evaluate status clean-run help
+.PHONY: install test bench build-dataset demo-sources tiny-models collect synthesize categorize prompts annotate aggregate export push train evaluate status report clean-run help
 
 help:
 	@echo "make build-dataset   install, then run every dataset stage on CONFIG (default stages/demo.yaml, offline) into RUN_DIR"
 	@echo "make test            install, then run the test suite"
 	@echo "make bench           install, then run the collect benchmark (figures and ratios, not a test)"
+	@echo "make report          RUN_DIR/report/index.html: counts, shortcuts, captions, drops, gallery"
 	@echo "make train|evaluate  FakeVLM training / evaluation on RUN_DIR's export (TRAIN_CONFIG=..., EVAL_CONFIG=...)"
 	@echo "make push REPO_ID=org/name [ARGS=--dry-run]   upload RUN_DIR/export to the Hugging Face Hub"
 	@echo "make collect|synthesize|categorize|prompts|annotate|aggregate|export|status   one stage / the run's status (CONFIG=..., RUN_DIR=..., ARGS='--set collect.seed=1')"
@@ -58,13 +59,19 @@ build-dataset: install
 	$(BIN)/fakeclue-builder annotate --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 	$(BIN)/fakeclue-builder aggregate --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 	$(BIN)/fakeclue-builder export --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
+	$(BIN)/fakeclue-builder report --run-dir $(RUN_DIR) --quiet
 	$(BIN)/fakeclue-builder status --run-dir $(RUN_DIR)
+	@echo "dataset: $(RUN_DIR)/export   (datasets.load_dataset(\"$(RUN_DIR)/export\"); card: $(RUN_DIR)/export/README.md)"
+	@echo "report:  $(RUN_DIR)/report/index.html"
 
 collect synthesize categorize prompts annotate aggregate export: install
 	$(BIN)/fakeclue-builder $@ --config $(CONFIG) --run-dir $(RUN_DIR) $(ARGS)
 
 status: install
 	$(BIN)/fakeclue-builder status --run-dir $(RUN_DIR)
+
+report: install
+	$(BIN)/fakeclue-builder report --run-dir $(RUN_DIR)
 
 TRAIN_CONFIG ?= stages/train_demo.yaml
 EVAL_CONFIG ?= stages/evaluate_demo.yaml

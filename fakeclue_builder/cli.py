@@ -251,15 +251,10 @@ def demo_make_sources(
 
 def _register_commands() -> None:
     """Commands kept in their own modules (each imports only typer at the top)."""
-    from fakeclue_builder import cli_export
+    from fakeclue_builder import cli_evaluate, cli_export, cli_report, cli_train
 
-    cli_export.register(app)
-    from fakeclue_builder import cli_train
-
-    cli_train.register(app)
-    from fakeclue_builder import cli_evaluate
-
-    cli_evaluate.register(app)
+    for module in (cli_export, cli_train, cli_evaluate, cli_report):
+        module.register(app)
 
 
 _register_commands()
