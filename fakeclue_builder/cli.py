@@ -12,9 +12,10 @@ from typing import Annotated, Optional
 import typer
 
 from fakeclue_builder.cli_common import (  # noqa: F401 - re-exported for command modules
-    ConfigOpt, ForceOpt, QuietOpt, RankOpt, RunDirOpt, SetOpt, VerboseOpt, WorldOpt, _err_console, _fail, _load,
+    ConfigOpt, Executor, ExecutorOpt, ForceOpt, QuietOpt, RankOpt, RunDirOpt, SetOpt, VerboseOpt, WorldOpt, _err_console, _fail, _load,
     _rank_world, _run_stage, _setup_logging)
 from fakeclue_builder.cli_output import print_annotator_stats, print_balance, print_quality
+from fakeclue_builder.executors import make_executor
 from fakeclue_builder.config import ConfigError
 
 app = typer.Typer(
@@ -83,7 +84,7 @@ def _run_closing_stage(name: str, section, stage, run_dir: Path, output: str, re
 @app.command()
 def annotate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
              force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
-             verbose: VerboseOpt = False,
+             verbose: VerboseOpt = False, executor: ExecutorOpt = Executor.local,
              model: Annotated[Optional[list[str]], typer.Option("--model", help="Run only this annotator (repeatable): "
                               "a per-model job that fills the request cache into annotate/_<name>/; a later run "
                               "without --model assembles every answer from the cache.")] = None) -> None:
@@ -98,7 +99,8 @@ def annotate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default")
         output = f"annotate/_{'+'.join(sorted(model))}" if model else "annotate"
         return _run_closing_stage("annotate", cfg.annotate, stage, run_dir, output, print_annotator_stats,
                                   rank=rank, world_size=world_size, force=force, progress=progress,
-                                  before_write=before_write, config_salt="+".join(sorted(model or [])))
+                                  before_write=before_write, config_salt="+".join(sorted(model or [])),
+                                  executor=make_executor(executor, cfg.ray, "annotate"))
 
     _run_stage("annotate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
 
@@ -106,7 +108,7 @@ def annotate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default")
 @app.command()
 def aggregate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
               force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
-              verbose: VerboseOpt = False) -> None:
+              verbose: VerboseOpt = False, executor: ExecutorOpt = Executor.local) -> None:
     """Merge each row's annotations into one explanation: claims at least two annotators make (sentence
     embeddings), critical single-model claims, grouped by aspect, `This is a real|fake image. ...`; or the
     paper's LLM merge (aggregate.mode=llm) with consensus as the fallback. Prints caption-quality statistics."""
@@ -117,7 +119,7 @@ def aggregate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"
         stage = AggregateStage(cfg.aggregate, run_dir)
         return _run_closing_stage("aggregate", cfg.aggregate, stage, run_dir, "aggregate", print_quality,
                                   rank=rank, world_size=world_size, force=force, progress=progress,
-                                  before_write=before_write)
+                                  before_write=before_write, executor=make_executor(executor, cfg.ray, "aggregate"))
 
     _run_stage("aggregate", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
 
@@ -125,7 +127,7 @@ def aggregate(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"
 @app.command()
 def categorize(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default"), set_: SetOpt = None,
                force: ForceOpt = False, rank: RankOpt = None, world_size: WorldOpt = None, quiet: QuietOpt = False,
-               verbose: VerboseOpt = False) -> None:
+               verbose: VerboseOpt = False, executor: ExecutorOpt = Executor.local) -> None:
     """Split rows without a category into animal / human / object / scene with an EVA-02 ImageNet classifier
     (timm); low-confidence rows are flagged and handled by categorize.fallback, never guessed."""
 
@@ -136,7 +138,8 @@ def categorize(config: ConfigOpt = None, run_dir: RunDirOpt = Path("runs/default
         check_config(cfg.categorize)
         classify = LazyClassifier(cfg.categorize)
         return run_row_stage("categorize", cfg.categorize, lambda rows: classify(rows, run_dir), run_dir, rank=rank,
-                             world_size=world_size, force=force, progress=progress, before_write=before_write)
+                             world_size=world_size, force=force, progress=progress, before_write=before_write,
+                             executor=make_executor(executor, cfg.ray, "categorize"))
 
     _run_stage("categorize", config, set_, run_dir, force, rank, world_size, quiet, verbose, body)
 

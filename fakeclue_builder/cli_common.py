@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -25,6 +26,16 @@ RankOpt = Annotated[Optional[int], typer.Option("--rank", help="This process's r
                                                 "world-size == rank (default: $SLURM_ARRAY_TASK_ID or 0).")]
 WorldOpt = Annotated[Optional[int], typer.Option("--world-size", help="Number of ranks (default: "
                                                  "$SLURM_ARRAY_TASK_COUNT or 1).")]
+
+
+class Executor(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+ExecutorOpt = Annotated[Executor, typer.Option("--executor", help="Where the shards run: this process (local) or "
+                                               "Ray Data actors (ray; settings in the config's `ray:` section, e.g. "
+                                               "--set ray.address=auto).")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars; warnings and errors only.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")]
 

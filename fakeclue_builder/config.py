@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field, ValidationError, field_validator
 from fakeclue_builder.backends.base import BackendSpec, SamplingSpec
 from fakeclue_builder.config_base import ConfigError, _Model  # noqa: F401 - re-exported
 from fakeclue_builder.config_evaluate import EvaluateConfig  # noqa: F401 - re-exported
+from fakeclue_builder.config_executor import RayConfig  # noqa: F401 - re-exported
 from fakeclue_builder.config_export import ExportConfig  # noqa: F401 - re-exported
 from fakeclue_builder.config_train import TrainConfig  # noqa: F401 - re-exported
 from fakeclue_builder.config_synthesize import (  # noqa: F401 - re-exported
@@ -256,9 +257,10 @@ class BuildConfig(_Model):
     annotate: AnnotateConfig | None = Field(None, description="Annotate stage: the VLM annotators.")
     aggregate: AggregateConfig | None = Field(None, description="Aggregate stage: one explanation from the annotations.")
     export: ExportConfig | None = Field(None, description="Export stage: split, Hub-ready Parquet, card, FakeClue json.")
+    ray: RayConfig | None = Field(None, description="The Ray executor of the model stages (--executor ray).")
+    train: TrainConfig | None = Field(None, description="Train: fine-tune FakeVLM (LLaVA-1.5) on the export, or its ablations.")
     evaluate: EvaluateConfig | None = Field(None, description="Evaluate: Acc, F1, ROUGE-L, CSS, AUC of a model on a benchmark.")
 
-    train: TrainConfig | None = Field(None, description="Train: fine-tune FakeVLM (LLaVA-1.5) on the export, or its ablations.")
 
 STAGE_SECTIONS = tuple(BuildConfig.model_fields)
 

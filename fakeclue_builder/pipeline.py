@@ -17,7 +17,8 @@ OPTIONAL = {"synthesize"}
 
 
 def run_row_stage(stage: str, section: BaseModel, fn: Callable, run_dir: Path, *, rank: int = 0, world_size: int = 1,
-                  force: bool = False, progress=None, config_salt: str = "", before_write=None, output: str | None = None):
+                  force: bool = False, progress=None, config_salt: str = "", before_write=None, output: str | None = None,
+                  executor=None):
     """Feed the finished shards of the stage before `stage` through `fn`, one shard at a time, into the stage's
     directory (or `output`, a sub-step such as `annotate/_qwen2_vl`)."""
     from fakeclue_builder.store import InputShard, StageDir, StageRunner
@@ -36,4 +37,4 @@ def run_row_stage(stage: str, section: BaseModel, fn: Callable, run_dir: Path, *
         before_write()
     runner = StageRunner(run_dir, output or stage, stage_config_hash(section) + config_salt, rank=rank,
                          world_size=world_size, force=force, progress=progress)
-    return runner.run(inputs, fn)
+    return runner.run(inputs, fn, executor=executor)

@@ -245,6 +245,7 @@ class StageRunner:
                  force: bool = False, progress: Callable | None = None):
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"--rank {rank} --world-size {world_size}: rank must be in [0, world-size)")
+        self.run_dir, self.stage = Path(run_dir), stage
         self.dir = StageDir(run_dir, stage)
         self.config_hash = config_hash
         self.rank, self.world_size, self.force = rank, world_size, force
@@ -259,7 +260,8 @@ class StageRunner:
             and self.dir.shard_path(shard.index).exists()
         )
 
-    def run(self, shards: list[InputShard], fn: StageFn) -> StageSummary:
+    def run(self, shards: list[InputShard], fn: StageFn, executor=None) -> StageSummary:
+        """Run this rank's shards that are not current (in this process, or on `executor`, e.g. Ray)."""
         self.dir.path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.dir.manifest_path, {"n_shards": len(shards), "n_rows": sum(s.n_rows for s in shards),
                                                    "config_hash": self.config_hash})
@@ -270,12 +272,27 @@ class StageRunner:
         if summary.shards_skipped:
             log.info("%s: %d shard(s) already done, skipped", self.dir.name, summary.shards_skipped)
         advance = self.progress(self.dir.name, sum(s.n_rows for s in todo)) if self.progress and todo else None
-        for shard in todo:
-            self._run_shard(shard, fn, advance)
-            summary.shards_run += 1
+        if executor is not None:
+            summary.shards_run = executor.run_shards(self, todo, fn, advance)
+        else:
+            for shard in todo:
+                self._run_shard(shard, fn, advance)
+                summary.shards_run += 1
         self._remove_stale(len(shards))
         self.finalize(summary, derive=getattr(fn, "derive_stats", None))
         return summary
+
+    def run_shard_or_drop(self, shard: InputShard, fn: StageFn) -> int:
+        """Run one shard; if the stage function raises, the shard's rows are dropped with reason `batch_failed`
+        (and the error) instead of failing the job — what a distributed executor wants. Returns rows read."""
+        try:
+            self._run_shard(shard, fn, None)
+        except Exception as exc:  # noqa: BLE001 - failures are data; the rows say what went wrong
+            detail = f"{type(exc).__name__}: {exc}"[:500]
+            log.warning("%s shard %d failed (%s); its rows are dropped as batch_failed", self.dir.name, shard.index,
+                        detail)
+            self._run_shard(shard, lambda rows: (row.drop("batch_failed", detail) for row in rows), None)
+        return shard.n_rows
 
     def _run_shard(self, shard: InputShard, fn: StageFn, advance: Callable | None) -> None:
         started = time.monotonic()
