@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -368,6 +369,6 @@ def dump_resolved(cfg: BuildConfig, path: Path) -> None:
     if path.exists():
         existing = yaml.safe_load(path.read_text()) or {}
     existing.update({k: v for k, v in cfg.model_dump(mode="json", by_alias=True).items() if v is not None})
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # per process: Slurm ranks write it at once
     tmp.write_text(yaml.safe_dump(existing, sort_keys=False))
     tmp.replace(path)

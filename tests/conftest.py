@@ -1,4 +1,4 @@
-"""Shared fixtures: the offline demo sources (built once per session) and a collect runner."""
+"""Shared fixtures: the offline demo sources (built once per session), a tiny LLaVA, and a collect config."""
 
 from __future__ import annotations
 
@@ -24,6 +24,14 @@ def demo_copy(demo_sources, tmp_path) -> dict[str, Path]:
     dst = tmp_path / "sources"
     shutil.copytree(root, dst, symlinks=True)
     return {k: dst / v.relative_to(root) for k, v in demo_sources.items()}
+
+
+@pytest.fixture(scope="session")
+def tiny_llava(tmp_path_factory) -> Path:
+    """A tiny random LLaVA-1.5 checkpoint with its processor (train, evaluate)."""
+    from fakeclue_builder.tiny_models import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("models"), ["llava"])["llava"]
 
 
 def collect_config(sources: list[dict], **kwargs) -> CollectConfig:

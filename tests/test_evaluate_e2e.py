@@ -22,13 +22,6 @@ from fakeclue_builder.evaluate.runner import run_evaluation  # noqa: E402
 from tests import evaluate_fixtures as fx  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory):
-    from fakeclue_builder.tiny_vlms import make_tiny_llava
-
-    return make_tiny_llava(tmp_path_factory.mktemp("evaluate_tiny") / "llava")
-
-
 def _cfg(model, **kwargs) -> EvaluateConfig:
     return EvaluateConfig.model_validate({
         "benchmark": "fakeclue", "model": {"model": str(model), "device": "cpu", "batch_size": 2},

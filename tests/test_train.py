@@ -55,13 +55,6 @@ def write_export(root: Path, rows: int = ROWS, bad_rows: bool = True) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_llava(tmp_path_factory) -> Path:
-    from fakeclue_builder.tiny_models import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("models"), ["llava"])["llava"]
-
-
-@pytest.fixture(scope="session")
 def export_dir(tmp_path_factory) -> Path:
     return write_export(tmp_path_factory.mktemp("run") / "export")
 

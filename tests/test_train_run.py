@@ -13,13 +13,6 @@ from tests.test_train import demo_config, losses, write_export
 
 
 @pytest.fixture(scope="module")
-def tiny_llava(tmp_path_factory) -> Path:
-    from fakeclue_builder.tiny_models import make_tiny
-
-    return make_tiny(tmp_path_factory.mktemp("models"), ["llava"])["llava"]
-
-
-@pytest.fixture(scope="module")
 def export_dir(tmp_path_factory) -> Path:
     return write_export(tmp_path_factory.mktemp("run") / "export")
 
