@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -106,7 +107,7 @@ def check_row(row: Row, run_dir: Path) -> tuple[str, str] | None:
     if not row.blob:
         return "blob_missing", "the row has no blob path"
     try:
-        size = (run_dir / row.blob).stat().st_size
+        size = os.stat(os.path.join(run_dir, row.blob)).st_size  # (no Path objects: this runs once per row)
     except OSError as e:
         return "blob_missing", f"{row.blob}: {e.strerror}"
     if row.n_bytes is not None and size != row.n_bytes:
@@ -200,14 +201,14 @@ def write_shards(plan: ExportPlan, cfg: ExportConfig, run_dir: Path, config_hash
     """Pass 2: stream full rows, write every output shard that is not current. Returns (run, skipped)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from fakeclue_builder.export_writer import Buffers, ShardWriter, export_record
+    from fakeclue_builder.export_writer import READERS, Buffers, ShardWriter, export_record
 
     out_dir = run_dir / STAGE
     todo = {s.marker for s in plan.shards if not _is_current(out_dir, s, s.fingerprint(config_hash))}
     remaining = {s.marker: len(s.image_ids) for s in plan.shards}
     writers: dict[int, ShardWriter] = {}
     commits, buffers = [], Buffers()
-    with ThreadPoolExecutor(1, thread_name_prefix="export-read") as reader, \
+    with ThreadPoolExecutor(READERS, thread_name_prefix="export-read") as reader, \
             ThreadPoolExecutor(1, thread_name_prefix="export-commit") as closer:
         try:
             for row in _iter_export_rows(run_dir):
@@ -221,7 +222,8 @@ def write_shards(plan: ExportPlan, cfg: ExportConfig, run_dir: Path, config_hash
                         writers[shard.marker] = ShardWriter(out_dir / shard.name, _marker_path(out_dir, shard),
                                                             cfg.row_group_size, cfg.verify, reader, buffers,
                                                             closer)
-                    writers[shard.marker].add(export_record(row, image_name(row)), run_dir / row.blob, row.n_bytes)
+                    writers[shard.marker].add(export_record(row, image_name(row)), os.path.join(run_dir, row.blob),
+                                              row.n_bytes)
                 remaining[shard.marker] -= 1
                 if remaining[shard.marker] == 0 and shard.marker in writers:
                     commits.append(writers.pop(shard.marker).close(

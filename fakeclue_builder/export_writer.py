@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,8 @@ from pathlib import Path
 from fakeclue_builder.prompts import QUESTION
 from fakeclue_builder.records import Row
 
-GROUP_BYTES = 24 << 20  # a row group also ends here (binary offsets are 32-bit; memory stays bounded)
+GROUP_BYTES = 16 << 20  # a row group also ends here (binary offsets are 32-bit; memory stays bounded)
+READERS = 2  # reader threads: row groups read ahead of the one being written
 
 
 class BlobChanged(RuntimeError):
@@ -37,26 +40,33 @@ def export_record(row: Row, name: str) -> dict:
 @dataclass
 class Group:
     records: list[dict] = field(default_factory=list)
-    blobs: list[tuple[Path, int, str]] = field(default_factory=list)  # (path, size, image_id)
+    blobs: list[tuple[str, int, str]] = field(default_factory=list)  # (path, size, image_id)
     n_bytes: int = 0
 
 
 class Buffers:
-    """Two reusable byte buffers: one being filled by the reader while the other's group is written (fresh
-    allocations would page-fault every byte once more)."""
+    """Reusable byte buffers, one per row group in flight (fresh allocations would page-fault every byte once
+    more). Shared by the reader threads."""
+
+    KEEP = READERS + 1  # groups being read + the group being written
 
     def __init__(self) -> None:
         self.free: list = []
+        self.lock = threading.Lock()
 
     def take(self, size: int):
         import numpy as np
 
-        buf = self.free.pop() if self.free else np.empty(0, dtype=np.uint8)
-        return buf if buf.size >= size else np.empty(max(size, GROUP_BYTES // 4), dtype=np.uint8)
+        with self.lock:
+            buf = self.free.pop() if self.free else None
+        if buf is None or buf.size < size:
+            buf = np.empty(max(size, GROUP_BYTES // 4), dtype=np.uint8)
+        return buf
 
     def give(self, buf) -> None:
-        if len(self.free) < 2:
-            self.free.append(buf)
+        with self.lock:
+            if len(self.free) < self.KEEP:
+                self.free.append(buf)
 
 
 def read_group(group: Group, verify: str, buffers: Buffers):
@@ -91,7 +101,9 @@ def group_table(group: Group, verify: str, buffers: Buffers, schema):
     data, buf = read_group(group, verify, buffers)
     paths = pa.array([r.pop("image_path") for r in group.records], pa.string())
     image = pa.StructArray.from_arrays([data, paths], fields=list(schema.field("image").type))
-    rest = pa.Table.from_pylist(group.records, schema=schema.remove(0))
+    rest_schema = schema.remove(0)
+    rest = pa.Table.from_pydict({name: [r[name] for r in group.records] for name in rest_schema.names},
+                                schema=rest_schema)
     return pa.Table.from_arrays([image, *rest.columns], schema=schema), buf
 
 
@@ -112,13 +124,13 @@ class ShardWriter:
         self.schema = arrow_schema()
         self.sink = pa.OSFile(str(self.tmp), "wb")  # unbuffered: ~1.6x faster than a path's buffered stream
         self.writer = pq.ParquetWriter(self.sink, self.schema, **parquet_options())
-        self.writeback_fd = os.open(self.tmp, os.O_RDONLY)  # to start the disk writes early (see _write_pending)
+        self.writeback_fd = os.open(self.tmp, os.O_RDONLY)  # to start the disk writes early (see _write_oldest)
         self.group = Group()
-        self.pending: Future | None = None
+        self.pending: deque[Future] = deque()  # row groups being read, oldest first
         self.rows = 0
         self.started = time.monotonic()
 
-    def add(self, record: dict, blob: Path, size: int) -> None:
+    def add(self, record: dict, blob: str, size: int) -> None:
         self.group.records.append(record)
         self.group.blobs.append((blob, size, record["image_id"]))
         self.group.n_bytes += size
@@ -127,18 +139,15 @@ class ShardWriter:
             self._flush()
 
     def _flush(self) -> None:
-        """Start reading this group's bytes; meanwhile write the group read before it."""
+        """Start reading this group's bytes; meanwhile write the oldest groups already read."""
         if self.group.records:
             group, self.group = self.group, Group()
-            future = self.reader.submit(group_table, group, self.verify, self.buffers, self.schema)
-            self._write_pending()
-            self.pending = future
+            self.pending.append(self.reader.submit(group_table, group, self.verify, self.buffers, self.schema))
+            while len(self.pending) > READERS:
+                self._write_oldest()
 
-    def _write_pending(self) -> None:
-        if self.pending is None:
-            return
-        table, buf = self.pending.result()
-        self.pending = None
+    def _write_oldest(self) -> None:
+        table, buf = self.pending.popleft().result()
         self.writer.write_table(table)
         del table  # the writer has copied the bytes: the buffer can be filled again
         self.buffers.give(buf)
@@ -148,7 +157,8 @@ class ShardWriter:
     def close(self, marker: dict) -> Future:
         """Write what is left; the fsync, rename and done-marker run on `closer` (overlapping the next shard)."""
         self._flush()
-        self._write_pending()
+        while self.pending:
+            self._write_oldest()
         self.writer.close()
         self.sink.close()
         return self.closer.submit(self._commit, marker)
@@ -168,6 +178,8 @@ class ShardWriter:
                                         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
     def abort(self) -> None:
+        for future in self.pending:
+            future.cancel()
         self.writer.close()
         self.sink.close()
         self.closer.submit(os.close, self.writeback_fd).result()  # after any writeback queued for it
