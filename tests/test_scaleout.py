@@ -166,6 +166,34 @@ def test_cli_executor_ray(models, tmp_path):
     assert "in=12 kept=12" in out.stdout and StageDir(tmp_path / "run", "categorize").is_complete()
 
 
+def test_ray_run_killed_midway_then_rerun_equals_local(models, tmp_path):
+    """SIGKILL the driver of a Ray run (its local Ray processes die with it) after two shards, rerun, compare."""
+    import signal
+    import time
+
+    cfg = _config(tmp_path / "cfg.yaml", models)
+    local, killed = tmp_path / "local", tmp_path / "killed"
+    for run_dir in (local, killed):
+        _collected_run(run_dir, n=24)
+    _run("categorize", cfg, local)
+    command = [*EXE, "categorize", "-q", "--config", str(cfg), "--run-dir", str(killed), "--executor", "ray",
+               "--set", "ray.concurrency=1", "--set", "ray.init_kwargs.num_cpus=2"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    done = killed / "categorize" / "_done"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline and len(list(done.glob("part-*"))) < 2:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished = len(list(done.glob("part-*")))
+    assert 2 <= finished < 8
+    out = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert f"shards run={8 - finished} skipped={finished}" in " ".join(out.stdout.split())
+    assert _rows(killed, "categorize") == _rows(local, "categorize")
+
+
 def test_slurm_ranks_write_disjoint_shards_whose_union_is_the_stage(models, tmp_path):
     cfg = _config(tmp_path / "cfg.yaml", models)
     single, array = tmp_path / "single", tmp_path / "array"
