@@ -163,3 +163,25 @@ def test_pixel_budget():
     assert annotate.fit_pixels(img, AnnotatorSpec(model="m", max_pixels=125_000)).size == (500, 250)
     assert annotate.fit_pixels(img, AnnotatorSpec(model="m")).size == (1000, 500)
     assert annotate.fit_pixels(Image.new("RGB", (10, 10)), AnnotatorSpec(model="m", min_pixels=400)).size == (20, 20)
+
+
+def _cache_worker(args):
+    path, worker = args
+    from fakeclue_builder.backends.base import Response
+    from fakeclue_builder.request_cache import RequestCache
+
+    cache = RequestCache(path)  # every worker opens (and switches to WAL) at the same moment
+    for batch in range(20):
+        cache.put_many({f"{worker}-{batch}-{k}": Response(text="x" * 100) for k in range(10)})
+    found = cache.get_many([f"{worker}-{batch}-{k}" for batch in range(20) for k in range(10)])
+    cache.close()
+    return len(found)
+
+
+def test_request_cache_shared_by_concurrent_processes(tmp_path):
+    """Ray actors and Slurm tasks share one cache file: concurrent opens and writes must all succeed."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        found = pool.map(_cache_worker, [(tmp_path / "cache.sqlite", w) for w in range(4)])
+    assert found == [200] * 4

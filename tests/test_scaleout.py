@@ -84,6 +84,15 @@ def _rows(run_dir: Path, stage: str) -> list[tuple]:
                   for r in StageDir(run_dir, stage).iter_rows())
 
 
+def _drops(run_dir: Path, stage: str) -> list:
+    """Why rows were dropped (shown when the executors disagree)."""
+    import pyarrow.parquet as pq
+
+    path = run_dir / stage / "dropped.parquet"
+    return [(r["reason"], r["detail"]) for r in pq.ParquetFile(path).read(columns=["reason", "detail"]).to_pylist()
+            ] if path.exists() else []
+
+
 def _export_rows(run_dir: Path) -> dict:
     import pyarrow.parquet as pq
 
@@ -115,12 +124,13 @@ def test_both_executors_build_the_same_demo_dataset_and_ray_resumes(ray_session,
     for name in ("collect", "synthesize"):
         stage(name, local)
     shutil.copytree(local, distributed, symlinks=True)  # ${run_dir} paths inside the run are relative to it
-    ray_args = ("--executor", "ray", "--set", "ray.concurrency=2")
+    # one actor: the demo's shards are tiny, and concurrent actors are covered by the failing-batch test below
+    ray_args = ("--executor", "ray", "--set", "ray.concurrency=1")
     for name in ("categorize", "prompts", "annotate", "aggregate", "export"):
         stage(name, local)
         stage(name, distributed, *(ray_args if name in ("categorize", "annotate", "aggregate") else ()))
         if name != "export":  # export's shards are the Hub files, compared below
-            assert _rows(distributed, name) == _rows(local, name), name
+            assert _rows(distributed, name) == _rows(local, name), (name, _drops(distributed, name))
     assert _export_rows(distributed) == _export_rows(local) and len(_export_rows(local)) > 50
     stats = json.loads((distributed / "annotate" / "_stats.json").read_text())
     assert stats["in"] == stats["kept"] + stats["dropped"] and stats["extra"]["qwen2_vl"]["backend_requests"] > 0
