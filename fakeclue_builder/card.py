@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from fakeclue_builder.records import CATEGORIES, REAL, Row
+from fakeclue_builder.records import CATEGORIES, REAL, Row, label_name
 from fakeclue_builder.split import TEST, TRAIN
 
 UPSTREAM_BY_KIND = {"genimage": "genimage", "chameleon": "chameleon", "ffpp": "ffpp", "fakeclue": "fakeclue"}
@@ -37,10 +37,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-def _side(row: Row) -> str:
-    return "real" if row.label == REAL else "fake"
 
 
 def _size_category(n: int) -> str:
@@ -71,7 +67,7 @@ def header(cfg, plan, stats) -> dict:
 def _counts_section(plan) -> str:
     cells: dict[tuple, Counter] = defaultdict(Counter)
     for row in plan.rows:
-        cells[(row.cate, _side(row))][plan.split[row.image_id]] += 1
+        cells[(row.cate, label_name(row.label))][plan.split[row.image_id]] += 1
     rows = [[cate, side, cells[(cate, side)][TRAIN], cells[(cate, side)][TEST]]
             for cate in CATEGORIES for side in ("fake", "real") if cells[(cate, side)]]
     total = Counter(plan.split.values())
@@ -83,7 +79,7 @@ def _provenance_section(plan) -> str:
     by_source: dict[str, Counter] = defaultdict(Counter)
     by_generator: Counter = Counter()
     for row in plan.rows:
-        by_source[row.source][_side(row)] += 1
+        by_source[row.source][label_name(row.label)] += 1
         if row.label != REAL:
             by_generator[row.generator or "unknown"] += 1
     sources = _table(["source", "real", "fake"], [[s, c["real"], c["fake"]] for s, c in sorted(by_source.items())])
@@ -92,16 +88,18 @@ def _provenance_section(plan) -> str:
 
 
 def _bias_section(plan) -> str:
+    from fakeclue_builder.report import TVD_THRESHOLD, total_variation  # the report's shortcut rule, one place
+
     formats: dict[str, Counter] = defaultdict(Counter)
     sizes: dict[str, list] = defaultdict(list)
     for row in plan.rows:
-        formats[_side(row)][row.format or "unknown"] += 1
-        sizes[_side(row)].append(row)
+        formats[label_name(row.label)][row.format or "unknown"] += 1
+        sizes[label_name(row.label)].append(row)
     names = sorted(set(formats["real"]) | set(formats["fake"]))
     share = {side: {f: formats[side][f] / max(1, sum(formats[side].values())) for f in names} for side in formats}
+    tv = total_variation(formats["real"], formats["fake"])
     rows = [[f, f"{100 * share.get('real', {}).get(f, 0):.1f}%", f"{100 * share.get('fake', {}).get(f, 0):.1f}%"]
             for f in names]
-    tv = 0.5 * sum(abs(share.get("real", {}).get(f, 0) - share.get("fake", {}).get(f, 0)) for f in names)
     size_rows = []
     for side in ("real", "fake"):
         if sizes[side]:
@@ -110,7 +108,7 @@ def _bias_section(plan) -> str:
                               int(statistics.median(r.n_bytes or 0 for r in sizes[side]))])
     warning = (f"\n\n> **Shortcut warning:** the file format alone separates real from fake images "
                f"(total variation distance {tv:.2f}). A detector can learn the format instead of the content; "
-               "evaluate with this in mind or balance formats." if tv >= 0.3 else "")
+               "evaluate with this in mind or balance formats." if tv >= TVD_THRESHOLD else "")
     return ("## Known biases\n\nImage bytes are exported exactly as collected (never re-encoded), so format, "
             "size and compression differ between real and fake images wherever the upstream sources differ.\n\n"
             + _table(["format", "real", "fake"], rows) + "\n\n"

@@ -68,6 +68,7 @@ class ExportPlan:
     groups: int = 0
     leakage: dict[str, int] = field(default_factory=dict)
     rows_in: int = 0
+    per_stratum: dict[str, dict[str, int]] = field(default_factory=dict)  # "cate/real|fake" -> {train, test}
 
 
 def export_ext(row: Row) -> str:
@@ -83,17 +84,13 @@ def image_name(row: Row) -> str:
 
 
 def _read_plan_rows(run_dir: Path) -> list[Row]:
-    from fakeclue_builder.store import StageDir, read_table
+    from fakeclue_builder.store import StageDir
 
     stage = StageDir(run_dir, INPUT)
     if not stage.is_complete():
         raise ConfigError(f"export reads the output of {INPUT}, which has not finished in {run_dir}; "
                           f"run 'fakeclue-builder {INPUT} --run-dir {run_dir}' first")
-    rows: list[Row] = []
-    for i in range(stage.read_manifest()["n_shards"]):
-        for record in read_table(stage.shard_path(i), columns=PLAN_COLUMNS).to_pylist():
-            rows.append(Row(**record))
-    return rows
+    return list(stage.iter_rows(columns=PLAN_COLUMNS))
 
 
 def check_row(row: Row, run_dir: Path) -> tuple[str, str] | None:
@@ -166,7 +163,7 @@ def plan_export(cfg: ExportConfig, run_dir: Path) -> ExportPlan:
     shard_of = {image_id: shard for shard in shards for image_id in shard.image_ids}
     return ExportPlan(kept, dropped, result.split, shards, shard_of, result.groups,
                       {"groups_across": leaks.groups_across, "phash_pairs_across": leaks.phash_pairs_across},
-                      len(rows_in))
+                      len(rows_in), result.per_stratum)
 
 
 # ---------------------------------------------------------------------------------------------- pass 2: write
@@ -188,12 +185,9 @@ def _is_current(out_dir: Path, shard: OutputShard, fingerprint: str) -> bool:
 
 def _iter_export_rows(run_dir: Path):
     """aggregate's rows with the columns the export writes (not prompts, scores, claims: less to convert)."""
-    from fakeclue_builder.records import table_to_rows
-    from fakeclue_builder.store import StageDir, read_table
+    from fakeclue_builder.store import StageDir
 
-    stage = StageDir(run_dir, INPUT)
-    for i in range(stage.read_manifest()["n_shards"]):
-        yield from table_to_rows(read_table(stage.shard_path(i), columns=WRITE_COLUMNS))
+    return StageDir(run_dir, INPUT).iter_rows(columns=WRITE_COLUMNS)
 
 
 def write_shards(plan: ExportPlan, cfg: ExportConfig, run_dir: Path, config_hash: str, on_row=None,
@@ -260,16 +254,12 @@ def _remove_stale(out_dir: Path, plan: ExportPlan) -> None:
 
 def stats_of(plan: ExportPlan, summary, config_hash: str, seconds: float) -> dict:
     per_split = Counter(plan.split[r.image_id] for r in plan.rows)
-    strata: dict[str, Counter] = {}
-    for row in plan.rows:
-        key = f"{row.cate}/{'real' if row.label == 1 else 'fake'}"
-        strata.setdefault(key, Counter())[plan.split[row.image_id]] += 1
     return {
         "stage": STAGE, "shards": len(plan.shards), "in": plan.rows_in, "kept": len(plan.rows),
         "dropped": len(plan.dropped), "dropped_by_reason": dict(sorted(summary.dropped_by_reason.items())),
         "timings": {"seconds": round(seconds, 3)}, "config_hash": config_hash,
         "extra": {"splits": {TRAIN: per_split[TRAIN], TEST: per_split[TEST]}, "groups": plan.groups,
-                  "leakage": plan.leakage, "per_stratum": {k: dict(v) for k, v in sorted(strata.items())},
+                  "leakage": plan.leakage, "per_stratum": plan.per_stratum,
                   "files": {s.name: len(s.image_ids) for s in plan.shards},
                   "image_bytes": sum(s.n_bytes for s in plan.shards)},
     }

@@ -12,7 +12,7 @@ import shutil
 from pathlib import Path
 
 from fakeclue_builder.prompts import QUESTION
-from fakeclue_builder.records import REAL, Row
+from fakeclue_builder.records import REAL, Row, label_name
 from fakeclue_builder.split import TEST, TRAIN
 
 log = logging.getLogger(__name__)
@@ -29,7 +29,7 @@ def image_path(row: Row) -> str:
     from fakeclue_builder.export import image_name
 
     folder = CATE_FOLDERS.get(row.cate) or _safe(row.source)
-    parts = [folder, "real" if row.label == REAL else "fake"]
+    parts = [folder, label_name(row.label)]
     if row.label != REAL and row.generator:
         parts.append(_safe(row.generator))
     return "/".join(parts + [image_name(row)])

@@ -22,6 +22,11 @@ STATUS_OK = "ok"
 STATUS_DROPPED = "dropped"
 
 
+def label_name(label: int) -> str:
+    """"real" for 1, "fake" for 0 (FakeClue's convention)."""
+    return "real" if label == REAL else "fake"
+
+
 @dataclass(slots=True)
 class Row:
     """One image and everything the pipeline knows about it."""

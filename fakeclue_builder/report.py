@@ -26,11 +26,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from fakeclue_builder.pipeline import STAGE_ORDER as STAGES  # noqa: F401 - pipeline order, used below
 from fakeclue_builder.records import REAL, Row
 
 log = logging.getLogger(__name__)
 
-STAGES = ("collect", "synthesize", "categorize", "prompts", "annotate", "aggregate", "export")  # pipeline order
 ROW_STAGES = (("aggregate",), ("annotate",), ("prompts",), ("categorize",), ("collect", "synthesize"))  # latest first
 TVD_THRESHOLD = 0.3
 BALANCED_ACCURACY_THRESHOLD = 0.8
@@ -41,10 +41,6 @@ EXAMPLES_PER_REASON = 3
 IJG_LUMA = [16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55, 14, 13, 16, 24, 40, 57, 69, 56,
             14, 17, 22, 29, 51, 87, 80, 62, 18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
             49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99]
-
-
-def label_name(label: int) -> str:
-    return "real" if label == REAL else "fake"
 
 
 # ---------------------------------------------------------------------------------------------- JPEG quality
@@ -244,7 +240,7 @@ def stage_infos(run_dir: Path) -> list[StageInfo]:
 
 def read_splits(run_dir: Path) -> dict[str, str] | None:
     """image_id -> train | test from the export's Parquet shards (the image_id column only)."""
-    import pyarrow.parquet as pq
+    from fakeclue_builder.store import read_table
 
     data = run_dir / "export" / "data"
     if not (run_dir / "export" / "_stats.json").is_file() or not data.is_dir():
@@ -252,7 +248,7 @@ def read_splits(run_dir: Path) -> dict[str, str] | None:
     split: dict[str, str] = {}
     for path in sorted(data.glob("*.parquet")):
         side = path.name.split("-")[0]
-        for image_id in pq.read_table(path, columns=["image_id"]).column("image_id").to_pylist():
+        for image_id in read_table(path, columns=["image_id"]).column("image_id").to_pylist():
             split[image_id] = side
     return split
 

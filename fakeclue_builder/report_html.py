@@ -42,10 +42,6 @@ def esc(value) -> str:
     return html.escape("" if value is None else str(value), quote=True)
 
 
-def label_name(label: int) -> str:
-    return "real" if label == REAL else "fake"
-
-
 def fmt_num(value) -> str:
     if value is None:
         return "–"

@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from fakeclue_builder.report_html import (LABELS, MAX_DETAIL, esc, fmt_num, img, label_name, note, ordered_cates,
-                                          quantiles, table)
+from fakeclue_builder.records import label_name
+from fakeclue_builder.report_html import (LABELS, MAX_DETAIL, esc, fmt_num, img, note, ordered_cates, quantiles,
+                                          table)
 from fakeclue_builder.report_plots import grouped_bars, histogram, single_bars, thumbnail_uri
 
 SPLITS = ("train", "test")

@@ -19,7 +19,7 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from .dedup import NearDuplicateIndex
-from .records import REAL, Row
+from .records import Row, label_name
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +48,7 @@ def group_key(row: Row) -> str:
 
 
 def stratum_key(row: Row) -> str:
-    return f"{row.cate or 'unknown'}/{'real' if row.label == REAL else 'fake'}"
+    return f"{row.cate or 'unknown'}/{label_name(row.label)}"
 
 
 def find_all(index: NearDuplicateIndex, value: int) -> list[int]:

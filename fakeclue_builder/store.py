@@ -136,8 +136,9 @@ def read_table(path: Path, columns: list[str] | None = None) -> pa.Table:
     return pq.ParquetFile(path).read(columns=columns)
 
 
-def read_rows(path: Path) -> list[Row]:
-    return table_to_rows(read_table(path)) if path.exists() else []
+def read_rows(path: Path, columns: list[str] | None = None) -> list[Row]:
+    """The rows of one shard (only `columns` filled when given; the rest keep their defaults)."""
+    return table_to_rows(read_table(path, columns)) if path.exists() else []
 
 
 # ---------------------------------------------------------------------------------------------- stage dir
@@ -216,10 +217,14 @@ class StageDir:
 
         return read
 
-    def iter_rows(self) -> Iterator[Row]:
-        """All kept rows of a finished stage, shard by shard."""
+    def iter_rows(self, columns: list[str] | None = None) -> Iterator[Row]:
+        """All kept rows of a finished stage, shard by shard (only `columns` read when given)."""
+        if columns is None:
+            for shard in self.as_inputs():
+                yield from shard.read()
+            return
         for shard in self.as_inputs():
-            yield from shard.read()
+            yield from read_rows(self.shard_path(shard.index), columns)
 
 
 # ---------------------------------------------------------------------------------------------- runner
