@@ -177,9 +177,11 @@ def test_cli_executor_ray(models, tmp_path):
 
 
 def test_ray_run_killed_midway_then_rerun_equals_local(models, tmp_path):
-    """SIGKILL the driver of a Ray run (its local Ray processes die with it) after two shards, rerun, compare."""
+    """SIGKILL a Ray run (driver, raylet, workers: a node crash) after two shards, rerun, compare."""
     import signal
     import time
+
+    import psutil
 
     cfg = _config(tmp_path / "cfg.yaml", models)
     local, killed = tmp_path / "local", tmp_path / "killed"
@@ -194,8 +196,17 @@ def test_ray_run_killed_midway_then_rerun_equals_local(models, tmp_path):
     while proc.poll() is None and time.monotonic() < deadline and len(list(done.glob("part-*"))) < 2:
         time.sleep(0.02)
     assert proc.poll() is None, "the run ended before it could be killed"
+    # Ray's workers are children of the raylet and may sit outside the driver's process group: kill the whole tree
+    # and wait until every process is gone, so no worker finishes a shard after we count the markers.
+    tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
     os.killpg(proc.pid, signal.SIGKILL)
+    for member in tree:
+        try:
+            member.kill()
+        except psutil.NoSuchProcess:
+            pass
     proc.wait()
+    psutil.wait_procs(tree, timeout=30)
     finished = len(list(done.glob("part-*")))
     assert 2 <= finished < 8
     out = subprocess.run(command, capture_output=True, text=True, timeout=600)
