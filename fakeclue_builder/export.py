@@ -203,7 +203,8 @@ def write_shards(plan: ExportPlan, cfg: ExportConfig, run_dir: Path, config_hash
     writers: dict[int, ShardWriter] = {}
     commits, buffers = [], Buffers()
     with ThreadPoolExecutor(READERS, thread_name_prefix="export-read") as reader, \
-            ThreadPoolExecutor(1, thread_name_prefix="export-commit") as closer:
+            ThreadPoolExecutor(1, thread_name_prefix="export-commit") as closer, \
+            ThreadPoolExecutor(1, thread_name_prefix="export-writeback") as writeback:
         try:
             for row in _iter_export_rows(run_dir):
                 shard = plan.shard_of.get(row.image_id)
@@ -215,13 +216,14 @@ def write_shards(plan: ExportPlan, cfg: ExportConfig, run_dir: Path, config_hash
                     if shard.marker not in writers:
                         writers[shard.marker] = ShardWriter(out_dir / shard.name, _marker_path(out_dir, shard),
                                                             cfg.row_group_size, cfg.verify, reader, buffers,
-                                                            closer)
+                                                            closer, writeback)
                     writers[shard.marker].add(export_record(row, image_name(row)), os.path.join(run_dir, row.blob),
                                               row.n_bytes)
                 remaining[shard.marker] -= 1
                 if remaining[shard.marker] == 0 and shard.marker in writers:
-                    commits.append(writers.pop(shard.marker).close(
+                    commits.append(writers[shard.marker].close(
                         {"file": shard.name, "fingerprint": shard.fingerprint(config_hash)}))
+                    del writers[shard.marker]  # only now: a close that raised is aborted below
                 if on_row:
                     on_row(row)
         finally:

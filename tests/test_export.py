@@ -26,7 +26,7 @@ from fakeclue_builder.hub import HUB_IGNORE, hub_files
 from fakeclue_builder.prompts import QUESTION
 from fakeclue_builder.records import CATEGORIES, FAKE, REAL, Row
 from fakeclue_builder.split import leakage
-from fakeclue_builder.store import StageRunner, shard_rows
+from fakeclue_builder.store import StageDir, StageRunner, shard_rows
 
 STRATA = [("deepfake", FAKE), ("deepfake", REAL), ("animal", FAKE), ("animal", REAL), ("object", FAKE),
           ("scene", REAL), ("doc", FAKE), ("satellite", REAL)]
@@ -272,3 +272,48 @@ def test_features_written_by_hand_are_what_datasets_reads():
     assert datasets.Features.from_arrow_schema(arrow_schema()) == expected
     assert datasets.Features._from_yaml_list(yaml_features()) == expected
     assert arrow_schema().names == list(expected)
+
+
+def test_records_table_equals_pyarrows_list_conversion():
+    """The JSON-reader path builds exactly what pa.Table.from_pydict would: nulls, unicode, quotes, lists, ints."""
+    import pyarrow as pa
+
+    from fakeclue_builder.export_writer import records_table
+    from fakeclue_builder.features import arrow_schema
+
+    schema = arrow_schema().remove(0)
+    records = [{name: None for name in schema.names} for _ in range(3)]
+    records[0].update(label=0, cate="animal", answer='This is a fake image. "Quoted", émoji 🐱, tab\there\nnewline',
+                      width=2**40, annotators=["a", "b"], annotator_models=[], generator="sd\\v1.4")
+    records[1].update(label=1, cate="human", answer="", annotators=[""])
+    got = records_table(records, schema)
+    want = pa.Table.from_pydict({name: [r[name] for r in records] for name in schema.names}, schema=schema)
+    assert got.schema.equals(schema) and got.equals(want)
+    assert got.column("answer")[0].as_py() == records[0]["answer"] and got.column("width")[0].as_py() == 2**40
+    with pytest.raises(pa.ArrowInvalid):
+        records_table([{**records[1], "not_a_column": 1}], schema)
+
+
+def test_a_blob_changed_after_planning_aborts_cleanly_and_a_rerun_drops_it(tmp_path):
+    """A blob truncated between the plan and the write pass: a clear error, no marker and no temp file for its
+    shard; the rerun drops that row with a reason and finishes."""
+    from fakeclue_builder.export_writer import BlobChanged
+
+    rows = make_aggregate_stage(tmp_path, n=60, seed=2)
+    victim = next(r for r in rows if (tmp_path / r.blob).exists() and r.cate in CATEGORIES and r.caption
+                  and r.caption.startswith(VERDICT[r.label]))
+    cfg = ExportConfig(test_size=10, shard_size_mb=0.002, row_group_size=4)
+
+    def truncate():
+        path = tmp_path / victim.blob
+        path.write_bytes(path.read_bytes()[:-3])
+
+    with pytest.raises(BlobChanged, match=victim.blob):
+        export_run(cfg, tmp_path, before_write=truncate)
+    out = tmp_path / "export"
+    assert not list(out.rglob("*.tmp")) and not (out / "_stats.json").exists()
+    assert not StageDir(tmp_path, "export").is_complete()  # the victim's shard has no marker
+    summary = export_run(cfg, tmp_path)
+    dropped = pq.read_table(out / "dropped.parquet").to_pylist()
+    assert {r["image_id"]: r["reason"] for r in dropped}[victim.image_id] == "blob_size_mismatch"
+    assert summary.rows_in == summary.kept + summary.dropped and summary.dropped == N_BAD + 1
