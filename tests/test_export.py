@@ -317,3 +317,23 @@ def test_a_blob_changed_after_planning_aborts_cleanly_and_a_rerun_drops_it(tmp_p
     dropped = pq.read_table(out / "dropped.parquet").to_pylist()
     assert {r["image_id"]: r["reason"] for r in dropped}[victim.image_id] == "blob_size_mismatch"
     assert summary.rows_in == summary.kept + summary.dropped and summary.dropped == N_BAD + 1
+
+
+def test_a_disk_error_during_writeback_fails_the_export_and_leaves_no_marker(tmp_path, monkeypatch):
+    """Linux reports a writeback error once per file descriptor: the background flush must not swallow it."""
+    import errno
+
+    make_aggregate_stage(tmp_path, n=40, seed=3)
+
+    def failing_fdatasync(fd):
+        raise OSError(errno.EIO, "Input/output error (simulated)")
+
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+    with pytest.raises(OSError, match="simulated"):
+        export_run(ExportConfig(test_size=8, row_group_size=4), tmp_path)
+    out = tmp_path / "export"
+    assert not list((out / "_done").glob("part-*")) and not list((out / "data").glob("*.parquet"))
+    assert not list(out.rglob("*.tmp"))
+    monkeypatch.undo()
+    summary = export_run(ExportConfig(test_size=8, row_group_size=4), tmp_path)
+    assert StageDir(tmp_path, "export").is_complete() and summary.kept == 40
