@@ -144,13 +144,13 @@ class ShardWriter:
 
         self.path, self.marker, self.row_group_size, self.verify = path, marker, row_group_size, verify
         self.reader, self.buffers, self.closer = reader, buffers, closer  # closer: fsync, rename, marker
-        self.writeback, self.last_writeback = writeback, None  # writeback: start the disk writes early
+        self.writeback, self.last_writeback = writeback, None  # writeback: flush to disk while writing
         path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         self.schema = arrow_schema()
         self.sink = pa.OSFile(str(self.tmp), "wb")  # unbuffered: ~1.6x faster than a path's buffered stream
         self.writer = pq.ParquetWriter(self.sink, self.schema, **parquet_options())
-        self.writeback_fd = os.open(self.tmp, os.O_RDONLY)  # to start the disk writes early (see _write_oldest)
+        self.writeback_fd = os.open(self.tmp, os.O_RDONLY)  # for the write-back in the background (see _write_back)
         self.group = Group()
         self.pending: deque[Future] = deque()  # row groups being read, oldest first
         self.rows = 0
